@@ -1,0 +1,53 @@
+"""What every request handler needs, built once per app: settings, store, Redis, queue, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio
+from fastapi import Request
+
+from app.cascade import Cascade
+from app.errors import UnknownLayer
+from app.metrics import Metrics
+from app.settings import Layer, Settings
+from app.store import FileTileStore
+
+
+@dataclass
+class Context:
+    settings: Settings
+    store: FileTileStore
+    redis: redis.Redis
+    aredis: redis.asyncio.Redis
+    cascade: Cascade
+    metrics: Metrics
+
+    @classmethod
+    def build(cls, settings: Settings) -> Context:
+        sync = redis.Redis.from_url(settings.redis_url)
+        store = FileTileStore(settings.tiles_dir)
+        cascade = Cascade(sync, store, settings)
+        return cls(
+            settings=settings,
+            store=store,
+            redis=sync,
+            aredis=redis.asyncio.Redis.from_url(settings.redis_url),
+            cascade=cascade,
+            metrics=Metrics(sync, cascade.queue_depth),
+        )
+
+    def layer(self, name: str | None) -> Layer:
+        if name is None:
+            return self.settings.default_layer
+        try:
+            return self.settings.layers[name]
+        except KeyError:
+            raise UnknownLayer(
+                f"unknown layer {name!r}", layers=sorted(self.settings.layers)
+            ) from None
+
+
+def get_context(request: Request) -> Context:
+    return request.app.state.context

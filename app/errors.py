@@ -1,0 +1,107 @@
+"""Domain errors and the one table that maps them to HTTP status codes."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.tiles import TileOutOfRange
+
+
+class MapcascadeError(Exception):
+    """Base of errors a client can be told about."""
+
+    headers: dict[str, str] = {}
+
+    def __init__(self, message: str, **detail: object):
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class UnknownLayer(MapcascadeError):
+    pass
+
+
+class OutsideLayer(MapcascadeError):
+    """A zoom or area the layer does not cover: never generated, so 404."""
+
+
+class UnsupportedFormat(MapcascadeError):
+    pass
+
+
+class GenerationFailed(MapcascadeError):
+    def __init__(self, message: str, retry_after: int, **detail: object):
+        super().__init__(message, **detail)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class TooManyPending(MapcascadeError):
+    def __init__(self, message: str, retry_after: int, **detail: object):
+        super().__init__(message, **detail)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class Unauthorized(MapcascadeError):
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(MapcascadeError):
+    pass
+
+
+class InvalidRequest(MapcascadeError):
+    """A well-formed request asking for something impossible (bad bbox, zooms, too large)."""
+
+
+class NotFound(MapcascadeError):
+    pass
+
+
+STATUS_CODES: dict[type[Exception], int] = {
+    TileOutOfRange: 404,
+    UnknownLayer: 404,
+    OutsideLayer: 404,
+    NotFound: 404,
+    UnsupportedFormat: 415,
+    Unauthorized: 401,
+    Forbidden: 403,
+    InvalidRequest: 422,
+    TooManyPending: 429,
+    GenerationFailed: 503,
+}
+
+
+def error_response(status: int, message: str, headers: dict | None = None, **detail) -> JSONResponse:
+    # Errors are never cached: a 404 today may be a tile tomorrow, a 503 is transient.
+    return JSONResponse(
+        {"error": message, "status": status, **detail},
+        status_code=status,
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
+
+
+def add_exception_handlers(app: FastAPI) -> None:
+    for exc_class, status in STATUS_CODES.items():
+
+        async def handler(request: Request, exc: Exception, status: int = status) -> JSONResponse:
+            if isinstance(exc, MapcascadeError):
+                return error_response(status, exc.message, exc.headers, **exc.detail)
+            return error_response(status, str(exc))
+
+        app.add_exception_handler(exc_class, handler)
+
+    async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()
+        ]
+        return error_response(422, "invalid request: " + "; ".join(problems), problems=problems)
+
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    app.add_exception_handler(RequestValidationError, validation)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]

@@ -1,0 +1,63 @@
+"""The app factory: settings -> context -> routers, middlewares and error handlers."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from app import __version__
+from app.context import Context
+from app.errors import add_exception_handlers
+from app.metrics import RequestMetricsMiddleware
+from app.routes import events, meta, tiles
+from app.settings import Settings
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    context = Context.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await context.aredis.aclose()
+        context.redis.close()
+
+    app = FastAPI(
+        title="mapcascade",
+        version=__version__,
+        description="Generative XYZ map tiles from remote-sensing imagery.",
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    for router in (tiles.router, meta.router, events.router):
+        app.include_router(router)
+    add_exception_handlers(app)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "HEAD"],
+        expose_headers=["ETag", "Last-Modified", "X-Cache", "X-Tile-Status", "Retry-After"],
+    )
+    app.add_middleware(RequestMetricsMiddleware, metrics=context.metrics)
+    mount_pages(app)
+    return app
+
+
+def mount_pages(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    async def leaflet() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/openlayers", include_in_schema=False)
+    async def openlayers() -> FileResponse:
+        return FileResponse(STATIC_DIR / "openlayers.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")

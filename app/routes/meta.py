@@ -1,0 +1,81 @@
+"""Service description and operations: TileJSON, liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from rq import Worker
+
+from app.context import Context, get_context
+from app.settings import Layer
+
+router = APIRouter(tags=["service"])
+
+
+def public_base_url(request: Request) -> str:
+    """The URL clients reached us by, honouring a reverse proxy's forwarded host and prefix."""
+    h = request.headers
+    scheme = h.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
+    host = h.get("x-forwarded-host", h.get("host", request.url.netloc)).split(",")[0].strip()
+    prefix = h.get("x-forwarded-prefix", "").rstrip("/")
+    root_path = request.scope.get("root_path", "").rstrip("/")
+    return f"{scheme}://{host}{prefix}{root_path}"
+
+
+def tilejson(request: Request, ctx: Context, layer: Layer) -> dict:
+    base = public_base_url(request)
+    default = layer.name == ctx.settings.default_layer.name
+    path = "/tiles/{z}/{x}/{y}.png" if default else f"/tiles/{layer.name}/{{z}}/{{x}}/{{y}}.png"
+    return {
+        "tilejson": "3.0.0",
+        "name": layer.name,
+        "description": layer.title,
+        "version": "1.0.0",
+        "attribution": layer.attribution,
+        "scheme": "xyz",
+        "tiles": [base + path],
+        "minzoom": layer.root_zoom,
+        "maxzoom": layer.max_zoom,
+        "bounds": list(layer.bounds),
+        "center": list(layer.center),
+    }
+
+
+@router.get("/tiles.json", summary="TileJSON 3.0.0 of the default layer")
+async def default_tilejson(request: Request, ctx: Context = Depends(get_context)) -> dict:
+    return tilejson(request, ctx, ctx.layer(None))
+
+
+@router.get("/{layer}/tiles.json", summary="TileJSON 3.0.0 of a layer")
+async def layer_tilejson(layer: str, request: Request, ctx: Context = Depends(get_context)) -> dict:
+    return tilejson(request, ctx, ctx.layer(layer))
+
+
+@router.get("/layers", summary="The configured layers")
+async def layers(request: Request, ctx: Context = Depends(get_context)) -> dict:
+    return {
+        "default": ctx.settings.default_layer.name,
+        "layers": [tilejson(request, ctx, layer) for layer in ctx.settings.layers.values()],
+    }
+
+
+@router.get("/health", summary="Liveness: the API process answers")
+async def health() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="Readiness: Redis reachable and at least one worker alive")
+def ready(ctx: Context = Depends(get_context)) -> JSONResponse:
+    try:
+        ctx.redis.ping()
+        workers = Worker.count(queue=ctx.cascade.queue)
+    except RedisError as e:
+        return JSONResponse({"status": "unavailable", "redis": f"unreachable: {e}"}, status_code=503)
+    body = {"status": "ready" if workers else "unavailable", "redis": "ok", "workers": workers}
+    return JSONResponse(body, status_code=200 if workers else 503, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+def metrics(ctx: Context = Depends(get_context)) -> Response:
+    return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,198 @@
+"""The XYZ tile endpoints: cached tiles with HTTP caching, misses enqueue their block."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from email.utils import formatdate, parsedate_to_datetime
+from functools import lru_cache
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from PIL import Image
+
+from app.auth import has_admin_token
+from app.cascade import BlockState, RateLimited, State
+from app.context import Context, get_context
+from app.errors import (
+    GenerationFailed,
+    NotFound,
+    OutsideLayer,
+    TooManyPending,
+    UnsupportedFormat,
+)
+from app.settings import Layer
+from app.store import StoredTile
+from app.tiles import TILE_SIZE, Block, Tile, ancestor_of, check_tile, intersects
+
+router = APIRouter(tags=["tiles"])
+
+# How far up the interim tile looks for a generated ancestor: beyond 8 levels it is < 1 px.
+INTERIM_MAX_LEVELS = 8
+
+Wait = Annotated[
+    float | None,
+    Query(ge=0, description="Seconds to wait for a tile being generated before the interim tile"),
+]
+
+
+def tile_in_layer(layer: Layer, z: int, x: int, y: int, fmt: str) -> Tile:
+    if fmt != "png":
+        raise UnsupportedFormat(f"unknown tile format {fmt!r}: tiles are served as .png")
+    tile = check_tile(z, x, y)
+    if not layer.root_zoom <= z <= layer.max_zoom:
+        raise OutsideLayer(
+            f"zoom {z} is outside layer {layer.name!r} ({layer.root_zoom}..{layer.max_zoom})"
+        )
+    if not intersects(tile, layer.bounds):
+        raise OutsideLayer(f"tile {z}/{x}/{y} is outside the bounds of layer {layer.name!r}")
+    return tile
+
+
+@router.api_route("/tiles/{z}/{x}/{y}.{fmt}", methods=["GET", "HEAD"], summary="Default layer tile")
+async def default_tile(
+    request: Request, z: int, x: int, y: int, fmt: str, wait: Wait = None,
+    ctx: Context = Depends(get_context),
+) -> Response:
+    return await serve_tile(request, ctx, ctx.layer(None), z, x, y, fmt, wait)
+
+
+@router.api_route("/tiles/{layer}/{z}/{x}/{y}.{fmt}", methods=["GET", "HEAD"], summary="Layer tile")
+async def layer_tile(
+    request: Request, layer: str, z: int, x: int, y: int, fmt: str, wait: Wait = None,
+    ctx: Context = Depends(get_context),
+) -> Response:
+    return await serve_tile(request, ctx, ctx.layer(layer), z, x, y, fmt, wait)
+
+
+@router.get("/tiles/{z}/{x}/{y}/meta", summary="How the default layer's tile was generated")
+async def default_meta(z: int, x: int, y: int, ctx: Context = Depends(get_context)) -> dict:
+    return tile_meta(ctx, ctx.layer(None), z, x, y)
+
+
+@router.get("/tiles/{layer}/{z}/{x}/{y}/meta", summary="How a layer's tile was generated")
+async def layer_meta(layer: str, z: int, x: int, y: int, ctx: Context = Depends(get_context)) -> dict:
+    return tile_meta(ctx, ctx.layer(layer), z, x, y)
+
+
+def tile_meta(ctx: Context, layer: Layer, z: int, x: int, y: int) -> dict:
+    tile = tile_in_layer(layer, z, x, y, "png")
+    block = Block.of(layer.name, tile)
+    meta = ctx.store.block_meta(block)
+    if meta is None:
+        raise NotFound(f"tile {z}/{x}/{y} of layer {layer.name!r} has not been generated yet")
+    return {"tile": [z, x, y], "block": [block.z, block.x, block.y], **meta}
+
+
+async def serve_tile(
+    request: Request, ctx: Context, layer: Layer, z: int, x: int, y: int, fmt: str,
+    wait: float | None,
+) -> Response:
+    tile = tile_in_layer(layer, z, x, y, fmt)
+    stored = ctx.store.get(layer.name, tile)
+    if stored is not None:
+        ctx.metrics.cache.labels("hit").inc()
+        return final_response(request, ctx, stored, "HIT")
+    ctx.metrics.cache.labels("miss").inc()
+
+    block = Block.of(layer.name, tile)
+    client = None if has_admin_token(request, ctx) else (request.client.host if request.client else "?")
+    try:
+        state = await run_in_threadpool(ctx.cascade.ensure, layer, block, client)
+    except RateLimited as e:
+        raise TooManyPending(
+            f"too many tiles being generated for you: {e}; cached tiles stay available",
+            retry_after=5, outstanding=e.outstanding, limit=e.limit,
+        ) from None
+    wait = min(ctx.settings.wait_default if wait is None else wait, ctx.settings.wait_max)
+    state = await wait_for_block(ctx, block, state, wait)
+    if state.state == State.FAILED:
+        raise GenerationFailed(
+            f"generating tile {z}/{x}/{y} failed: {state.reason}",
+            retry_after=state.retry_after, job=state.job_id,
+        )
+    stored = ctx.store.get(layer.name, tile)
+    if stored is not None:
+        return final_response(request, ctx, stored, "MISS")
+    return interim_response(request, ctx, layer, tile)
+
+
+async def wait_for_block(ctx: Context, block: Block, state: BlockState, wait: float) -> BlockState:
+    deadline = time.monotonic() + wait
+    polls = 0
+    while state.state == State.PENDING and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        polls += 1
+        if ctx.store.has_block(block):
+            return BlockState(State.READY)
+        if polls % 5 == 0:  # the job status costs Redis round trips; the store check is cheap
+            state = await run_in_threadpool(ctx.cascade.state, block)
+    return state
+
+
+def final_response(request: Request, ctx: Context, stored: StoredTile, cache: str) -> Response:
+    headers = {
+        "ETag": stored.etag,
+        "Last-Modified": formatdate(stored.mtime, usegmt=True),
+        "Cache-Control": f"public, max-age={ctx.settings.cache_max_age}",
+        "X-Cache": cache,
+        "X-Tile-Status": "final",
+    }
+    if not_modified(request, stored):
+        return Response(status_code=304, headers=headers)
+    return png_response(request, stored.data, headers)
+
+
+def not_modified(request: Request, stored: StoredTile) -> bool:
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:  # it takes precedence over If-Modified-Since (RFC 9110)
+        tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+        return "*" in tags or stored.etag in tags
+    since = request.headers.get("if-modified-since")
+    if since:
+        try:
+            return int(stored.mtime) <= parsedate_to_datetime(since).timestamp()
+        except (TypeError, ValueError):
+            return False  # an unparseable date is ignored, as the RFC asks
+    return False
+
+
+def interim_response(request: Request, ctx: Context, layer: Layer, tile: Tile) -> Response:
+    headers = {"Cache-Control": "no-store", "X-Tile-Status": "pending", "X-Cache": "MISS"}
+    return png_response(request, interim_tile(ctx, layer, tile), headers)
+
+
+def interim_tile(ctx: Context, layer: Layer, tile: Tile) -> bytes:
+    """The nearest generated ancestor's area, cropped and upsampled; transparent if none."""
+    for zoom in range(tile.z - 1, max(layer.root_zoom, tile.z - INTERIM_MAX_LEVELS) - 1, -1):
+        ancestor = ancestor_of(tile, zoom)
+        stored = ctx.store.get(layer.name, ancestor)
+        if stored is None:
+            continue
+        levels = tile.z - zoom
+        size = TILE_SIZE >> levels
+        left = (tile.x - (ancestor.x << levels)) * size
+        top = (tile.y - (ancestor.y << levels)) * size
+        with Image.open(io.BytesIO(stored.data)) as img:
+            crop = img.crop((left, top, left + size, top + size))
+            out = crop.resize((TILE_SIZE, TILE_SIZE), Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        out.save(buf, format="PNG")
+        return buf.getvalue()
+    return transparent_tile()
+
+
+@lru_cache(maxsize=1)
+def transparent_tile() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGBA", (TILE_SIZE, TILE_SIZE), (0, 0, 0, 0)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_response(request: Request, data: bytes, headers: dict[str, str]) -> Response:
+    if request.method == "HEAD":
+        headers = {**headers, "Content-Length": str(len(data))}
+        return Response(status_code=200, media_type="image/png", headers=headers)
+    return Response(content=data, media_type="image/png", headers=headers)

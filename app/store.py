@@ -1,0 +1,106 @@
+"""Tile store: where final tiles and block metadata live. Files now; object storage can follow."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from app.tiles import Block, Tile
+
+
+@dataclass(frozen=True)
+class StoredTile:
+    data: bytes
+    mtime: float
+    etag: str
+
+
+class TileStore(Protocol):
+    def get(self, layer: str, tile: Tile) -> StoredTile | None: ...
+    def exists(self, layer: str, tile: Tile) -> bool: ...
+    def has_block(self, block: Block) -> bool: ...
+    def put_block(self, block: Block, tiles: list[bytes], meta: dict) -> None: ...
+    def block_meta(self, block: Block) -> dict | None: ...
+    def delete(self, layer: str, tile: Tile) -> bool: ...
+
+
+class FileTileStore:
+    """`{root}/{layer}/{z}/{x}/{y}.png` plus `{root}/{layer}/blocks/{z}/{x}/{y}.json`.
+
+    Every file is written to a temp file in the same folder and renamed into place, so a reader
+    (or a crash) never sees a partial tile. The block's metadata is written last: its presence
+    means all four tiles are complete.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def tile_path(self, layer: str, tile: Tile) -> Path:
+        return self.root / layer / str(tile.z) / str(tile.x) / f"{tile.y}.png"
+
+    def meta_path(self, block: Block) -> Path:
+        return self.root / block.layer / "blocks" / str(block.z) / str(block.x) / f"{block.y}.json"
+
+    def get(self, layer: str, tile: Tile) -> StoredTile | None:
+        path = self.tile_path(layer, tile)
+        try:
+            with path.open("rb") as f:
+                data = f.read()
+                st = os.fstat(f.fileno())
+        except FileNotFoundError:
+            return None
+        # mtime and size identify a tile version: tiles only change when truncated and regenerated.
+        return StoredTile(data, st.st_mtime, f'"{st.st_mtime_ns:x}-{st.st_size:x}"')
+
+    def exists(self, layer: str, tile: Tile) -> bool:
+        return self.tile_path(layer, tile).is_file()
+
+    def has_block(self, block: Block) -> bool:
+        return self.meta_path(block).is_file() and all(
+            self.exists(block.layer, child) for child in block.children
+        )
+
+    def put_block(self, block: Block, tiles: list[bytes], meta: dict) -> None:
+        for child, data in zip(block.children, tiles, strict=True):
+            _write_atomic(self.tile_path(block.layer, child), data)
+        _write_atomic(self.meta_path(block), json.dumps(meta, indent=1).encode())
+
+    def block_meta(self, block: Block) -> dict | None:
+        try:
+            return json.loads(self.meta_path(block).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def delete(self, layer: str, tile: Tile) -> bool:
+        """Remove one tile and the metadata of the block it belongs to."""
+        removed = _unlink(self.tile_path(layer, tile))
+        if tile.z > 0:
+            _unlink(self.meta_path(Block.of(layer, tile)))
+        return removed
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(Path(tmp))
+        raise
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False

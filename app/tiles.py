@@ -1,0 +1,100 @@
+"""Tile math of the quadtree cascade: tiles, blocks (2x2 children of a parent) and their ancestors."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import mercantile
+
+Tile = mercantile.Tile
+
+MAX_ZOOM = 30
+TILE_SIZE = 256
+
+
+class TileOutOfRange(ValueError):
+    """x or y outside 0..2^z-1, or a zoom no pyramid has."""
+
+
+def check_tile(z: int, x: int, y: int) -> Tile:
+    if not 0 <= z <= MAX_ZOOM:
+        raise TileOutOfRange(f"zoom {z} is outside 0..{MAX_ZOOM}")
+    n = 1 << z
+    if not (0 <= x < n and 0 <= y < n):
+        raise TileOutOfRange(f"tile {z}/{x}/{y} does not exist: x and y must be in 0..{n - 1}")
+    return Tile(x, y, z)
+
+
+def parent_of(tile: Tile) -> Tile:
+    return Tile(tile.x >> 1, tile.y >> 1, tile.z - 1)
+
+
+def ancestor_of(tile: Tile, zoom: int) -> Tile:
+    shift = tile.z - zoom
+    return Tile(tile.x >> shift, tile.y >> shift, zoom)
+
+
+@dataclass(frozen=True, order=True)
+class Block:
+    """The unit of work: the four children (at z+1) of the parent tile (z, x, y) of one layer."""
+
+    layer: str
+    z: int
+    x: int
+    y: int
+
+    @classmethod
+    def of(cls, layer: str, tile: Tile) -> Block:
+        """The block that renders `tile`: the one keyed by its parent."""
+        p = parent_of(tile)
+        return cls(layer, p.z, p.x, p.y)
+
+    @property
+    def parent(self) -> Tile:
+        return Tile(self.x, self.y, self.z)
+
+    @property
+    def child_zoom(self) -> int:
+        return self.z + 1
+
+    @property
+    def children(self) -> list[Tile]:
+        """Children in canvas order: top-left, top-right, bottom-left, bottom-right."""
+        x, y, z = 2 * self.x, 2 * self.y, self.z + 1
+        return [Tile(x, y, z), Tile(x + 1, y, z), Tile(x, y + 1, z), Tile(x + 1, y + 1, z)]
+
+    @property
+    def key(self) -> str:
+        return f"{self.layer}:{self.z}:{self.x}:{self.y}"
+
+    def upstream(self) -> Block:
+        """The block that renders this block's parent tile (its cascade predecessor)."""
+        return Block.of(self.layer, self.parent)
+
+    def seed(self, model_id: str) -> int:
+        """Deterministic per-block seed, so regenerating a block gives the same tiles."""
+        digest = hashlib.sha256(f"{self.key}:{model_id}".encode()).digest()
+        return int.from_bytes(digest[:4], "big")
+
+
+def tile_center_lat(tile: Tile) -> float:
+    b = mercantile.bounds(tile)
+    return (b.north + b.south) / 2
+
+
+def ground_resolution(zoom: int, lat: float) -> float:
+    """Metres per pixel of a 256 px tile at this latitude (not the equator value)."""
+    return 156543.03392804097 * math.cos(math.radians(lat)) / (1 << zoom)
+
+
+def tiles_in_bbox(bbox: tuple[float, float, float, float], zoom: int) -> list[Tile]:
+    west, south, east, north = bbox
+    return list(mercantile.tiles(west, south, east, north, zooms=[zoom]))
+
+
+def intersects(tile: Tile, bbox: tuple[float, float, float, float]) -> bool:
+    b = mercantile.bounds(tile)
+    west, south, east, north = bbox
+    return b.west < east and b.east > west and b.south < north and b.north > south

@@ -1,0 +1,59 @@
+"""Per-process worker state: settings, store, Redis, and the models and imagery sources, loaded once."""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+from redis import Redis
+
+from app.settings import Layer, Settings
+from app.store import FileTileStore
+from model import Generator
+from worker.imagery import open_source
+from worker.imagery.base import ImagerySource
+
+log = logging.getLogger(__name__)
+
+
+class WorkerContext:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store = FileTileStore(settings.tiles_dir)
+        self.redis = Redis.from_url(settings.redis_url)
+        self._generators: dict[str, Generator] = {}
+        self._sources: dict[str, ImagerySource] = {}
+
+    def layer(self, name: str) -> Layer:
+        return self.settings.layers[name]
+
+    def generator(self, model: str) -> Generator:
+        if model not in self._generators:
+            s = self.settings
+            log.info("loading model %s on %s (%s)", model, s.device, s.dtype)
+            self._generators[model] = Generator.load(
+                model_location(model, s), device=s.device, dtype=s.dtype
+            )
+        return self._generators[model]
+
+    def source(self, layer: Layer) -> ImagerySource:
+        if layer.name not in self._sources:
+            self._sources[layer.name] = open_source(layer.imagery)
+        return self._sources[layer.name]
+
+    def warm_up(self) -> None:
+        """Load every layer's model before the first job, so no request pays for it."""
+        for layer in self.settings.layers.values():
+            self.generator(layer.model)
+
+
+def model_location(model: str, settings: Settings) -> str:
+    """A model name, or a folder under the weights volume when one by that name exists there."""
+    if settings.weights_dir is not None and (settings.weights_dir / model).is_dir():
+        return str(settings.weights_dir / model)
+    return model
+
+
+@cache
+def current() -> WorkerContext:
+    return WorkerContext(Settings())

@@ -1,0 +1,89 @@
+"""The RQ job: generate one block under its lock, store its four tiles atomically, announce it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+
+from rq import get_current_job
+
+from app.cascade import EVENTS_CHANNEL, lock_name
+from app.metrics import record_failure, record_generation
+from app.tiles import Block
+from worker import blocks
+from worker.context import WorkerContext, current
+
+log = logging.getLogger(__name__)
+
+
+def generate_block(layer: str, z: int, x: int, y: int) -> str:
+    """Entry point named by `app.cascade.JOB_FUNCTION`."""
+    job = get_current_job()
+    try:
+        return render_and_store(current(), Block(layer, z, x, y), job.worker_name if job else None)
+    except Exception:
+        final = job is None or not job.retries_left
+        record_failure(current().redis, final=final)
+        raise
+
+
+def render_and_store(ctx: WorkerContext, block: Block, owner: str | None = None) -> str:
+    lock = ctx.redis.lock(
+        lock_name(block),
+        timeout=ctx.settings.job_timeout + 60,  # outlives the longest generation RQ allows
+        blocking_timeout=ctx.settings.job_timeout,
+    )
+    # The token names the worker, so a restarted worker can free the lock of a killed one.
+    if not lock.acquire(token=f"{owner or 'local'}|{time.time_ns()}"):
+        raise TimeoutError(f"block {block.key} stayed locked by another worker")
+    try:
+        if ctx.store.has_block(block):  # a duplicate job, or another worker got here first
+            log.info("block %s already stored", block.key)
+            return "exists"
+        meta = render(ctx, block)
+    finally:
+        lock.release()
+    record_generation(ctx.redis, meta["duration_s"])
+    tiles = [[t.z, t.x, t.y] for t in block.children]
+    event = {"layer": block.layer, "block": [block.z, block.x, block.y], "tiles": tiles}
+    ctx.redis.publish(EVENTS_CHANNEL, json.dumps(event))
+    return "generated"
+
+
+def render(ctx: WorkerContext, block: Block) -> dict:
+    """Generate and store the block (under its lock); returns its metadata."""
+    start = time.perf_counter()
+    layer = ctx.layer(block.layer)
+    z = block.child_zoom
+    imagery = ctx.source(layer).read(z, 2 * block.x, 2 * block.y, 2, 2)
+    generator = ctx.generator(layer.model)
+    seed = block.seed(generator.model_id)
+    meta: dict = {
+        "layer": block.layer,
+        "model": generator.model_id,
+        "seed": seed,
+        "steps": generator.steps,
+        "overzoom": imagery.overzoom,
+    }
+    if imagery.empty:
+        tiles = blocks.blank_block()
+        meta.update(nodata=True, reference_span=0, reference_tiles=[])
+    else:
+        read = blocks.store_reader(ctx.store, block.layer)
+        reference = blocks.reference_for(block, layer.root_zoom, layer.reference_span, read)
+        request = blocks.block_request(block, imagery, reference, seed)
+        canvas = generator.generate([request])[0]
+        tiles = blocks.cut_block(canvas, imagery.mask)
+        meta.update(
+            nodata=False,
+            reference_span=reference.span,
+            reference_tiles=[[t.z, t.x, t.y] for t in reference.tiles],
+            prompt=request.scale.prompt(),
+        )
+    meta["duration_s"] = round(time.perf_counter() - start, 4)
+    meta["generated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    ctx.store.put_block(block, [blocks.png_bytes(t) for t in tiles], meta)
+    log.info("block %s generated in %.2fs", block.key, meta["duration_s"])
+    return meta

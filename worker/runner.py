@@ -1,0 +1,69 @@
+"""Runs one RQ worker process: recover what a killed worker left, load the model, take jobs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from redis import Redis
+from rq import Queue, SimpleWorker, Worker
+from rq.job import JobStatus
+
+from app.cascade import lock_name
+from app.settings import Settings
+from app.tiles import Block
+from worker.context import current
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings | None = None, burst: bool = False) -> None:
+    settings = settings or Settings()
+    redis = Redis.from_url(settings.redis_url)
+    queue = Queue(settings.queue_name, connection=redis)
+    recover_dead_workers(queue)
+    current().warm_up()
+    # SimpleWorker runs jobs in this process: the model stays loaded (and CUDA is never forked).
+    worker = SimpleWorker([queue], connection=redis, name=f"{socket.gethostname()}.{os.getpid()}")
+    worker.work(with_scheduler=True, burst=burst, logging_level="INFO")
+
+
+def recover_dead_workers(queue: Queue) -> int:
+    """Requeue the jobs of workers on this host whose process is gone (e.g. SIGKILLed).
+
+    RQ would notice them too, but only after their heartbeat expires (minutes); a restarted
+    worker on the same host knows at once. Their block locks are freed with them.
+    """
+    host, recovered = socket.gethostname(), 0
+    for dead in Worker.all(queue=queue):
+        if dead.hostname != host or (dead.pid != os.getpid() and _alive(dead.pid)):
+            continue
+        job = dead.get_current_job()
+        if job is not None and job.get_status() == JobStatus.STARTED:
+            layer, z, x, y = job.args
+            _free_lock(queue.connection, Block(layer, z, x, y), dead.name)
+            queue.started_job_registry.remove(job)
+            queue.enqueue_job(job)
+            recovered += 1
+            log.warning("requeued block job %s of dead worker %s", job.id, dead.name)
+        dead.register_death()
+    return recovered
+
+
+def _free_lock(redis: Redis, block: Block, worker_name: str) -> None:
+    token = redis.get(lock_name(block))
+    if token is not None and token.decode().startswith(f"{worker_name}|"):
+        redis.delete(lock_name(block))
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
