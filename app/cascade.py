@@ -49,7 +49,8 @@ class RateLimited(Exception):
 
 
 def job_id(block: Block) -> str:
-    return f"block:{block.key}"
+    # RQ ids allow letters, digits, _ and -; the trailing three numbers keep it unambiguous.
+    return f"block_{block.layer}_{block.z}_{block.x}_{block.y}"
 
 
 def lock_name(block: Block) -> str:

@@ -1,0 +1,124 @@
+"""Shared fixtures: a real Redis server, per-test settings and store, live worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from redis import Redis
+
+from app.embedded import EmbeddedRedis
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+KAMPALA = ROOT / "tests" / "fixtures" / "imagery" / "kampala-oam"
+
+# A small real-imagery layer: the Kampala aerial tiles (z19-21) read through the `dir` source.
+# Block 18/154806/130816 has all four z19 children in the fixture.
+KAMPALA_LAYER = {
+    "name": "kampala",
+    "title": "Kampala test layer",
+    "attribution": "Imagery OpenAerialMap CC-BY 4.0",
+    "imagery": {"type": "dir", "path": str(KAMPALA)},
+    "bounds": [32.5933, 0.3495, 32.5957, 0.3515],
+    "root_zoom": 19,
+    "max_zoom": 22,
+    "model": "tiny",
+    "reference_span": 4,
+}
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
+    client = Redis.from_url(redis_server.url)
+    client.flushall()
+    yield redis_server.url
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, redis_url: str) -> Callable[..., Settings]:
+    """Settings on a fresh store and an empty Redis; `layers` writes a layers file."""
+
+    def make(layers: list[dict] | None = None, **overrides) -> Settings:
+        env: dict = {"redis_url": redis_url, "data_dir": tmp_path / "data"}
+        if layers is not None:
+            path = tmp_path / "layers.yml"
+            path.write_text(yaml.safe_dump({"layers": layers}))
+            env["layers_file"] = path
+        return Settings(**{**env, **overrides})
+
+    return make
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment a worker process needs to see the same settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPCASCADE_")}
+    env.update(
+        MAPCASCADE_REDIS_URL=settings.redis_url,
+        MAPCASCADE_DATA_DIR=str(settings.data_dir),
+        MAPCASCADE_JOB_RETRIES=str(settings.job_retries),
+        MAPCASCADE_RETRY_BACKOFF=str(settings.retry_backoff),
+        MAPCASCADE_FAILURE_COOLDOWN=str(settings.failure_cooldown),
+    )
+    if settings.layers_file is not None:
+        env["MAPCASCADE_LAYERS_FILE"] = str(settings.layers_file)
+    return env
+
+
+class WorkerProcesses:
+    """Real `mapcascade worker` processes; every one started is stopped at teardown."""
+
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, settings: Settings, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        env = {**settings_env(settings), **(extra_env or {})}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker"], env=env, cwd=ROOT,
+            start_new_session=True,
+        )
+        self.processes.append(proc)
+        return proc
+
+    def wait_ready(self, redis: Redis, count: int, timeout: float = 90) -> None:
+        from rq import Worker
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(Worker.all(connection=redis)) >= count:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{count} workers did not register within {timeout}s")
+
+    def stop_all(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture
+def workers() -> Iterator[WorkerProcesses]:
+    procs = WorkerProcesses()
+    yield procs
+    procs.stop_all()

@@ -1,0 +1,233 @@
+"""The HTTP contract of the tile service, through the ASGI app, on a real Redis and file store."""
+
+from __future__ import annotations
+
+import io
+from email.utils import formatdate
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.cli import main as cli
+from app.main import create_app
+from app.store import FileTileStore
+from app.tiles import Block, Tile
+from tests.conftest import KAMPALA_LAYER
+
+# Inside the Kampala test layer (root 19, max 22): a z19 tile and its block.
+TILE = Tile(309612, 261632, 19)
+URL = f"/tiles/{TILE.z}/{TILE.x}/{TILE.y}.png"
+
+
+def png(colour: str = "red") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (256, 256), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def settings(make_settings):
+    return make_settings([KAMPALA_LAYER], wait_default=0.0, max_outstanding_per_client=2)
+
+
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture
+def store(settings) -> FileTileStore:
+    return FileTileStore(settings.tiles_dir)
+
+
+def put_block_of(store: FileTileStore, tile: Tile, colour: str = "red") -> Block:
+    block = Block.of("kampala", tile)
+    store.put_block(block, [png(colour)] * 4, {"model": "test"})
+    return block
+
+
+def test_stored_tile_comes_back_byte_identical_with_cache_headers(client, store):
+    put_block_of(store, TILE)
+    r = client.get(URL)
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "image/png"
+    assert r.content == png("red")
+    assert r.headers["x-cache"] == "HIT"
+    assert r.headers["cache-control"] == "public, max-age=86400"
+    assert r.headers["etag"].startswith('"')
+    assert "GMT" in r.headers["last-modified"]
+
+
+def test_layer_path_serves_the_same_tile(client, store):
+    put_block_of(store, TILE)
+    assert client.get(f"/tiles/kampala/{TILE.z}/{TILE.x}/{TILE.y}.png").content == png("red")
+
+
+def test_conditional_requests_answer_304(client, store):
+    put_block_of(store, TILE)
+    first = client.get(URL)
+    etag, modified = first.headers["etag"], first.headers["last-modified"]
+    r = client.get(URL, headers={"If-None-Match": etag})
+    assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == etag
+    assert client.get(URL, headers={"If-None-Match": '"other"'}).status_code == 200
+    assert client.get(URL, headers={"If-Modified-Since": modified}).status_code == 304
+    assert client.get(URL, headers={"If-Modified-Since": formatdate(0, usegmt=True)}).status_code == 200
+    assert client.get(URL, headers={"If-Modified-Since": "not a date"}).status_code == 200
+    # If-None-Match wins over If-Modified-Since
+    both = {"If-None-Match": '"other"', "If-Modified-Since": modified}
+    assert client.get(URL, headers=both).status_code == 200
+
+
+def test_head_has_get_headers_and_no_body(client, store):
+    put_block_of(store, TILE)
+    r = client.head(URL)
+    assert r.status_code == 200 and r.content == b""
+    assert r.headers["content-length"] == str(len(png("red")))
+    assert r.headers["x-cache"] == "HIT"
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        ("/tiles/19/309612/524288.png", 404, "x and y must be in 0..524287"),
+        ("/tiles/19/-1/261632.png", 404, "x and y must be in"),
+        ("/tiles/31/0/0.png", 404, "zoom 31 is outside"),
+        ("/tiles/18/154806/130816.png", 404, "zoom 18 is outside layer 'kampala' (19..22)"),
+        ("/tiles/23/0/0.png", 404, "zoom 23 is outside layer"),
+        ("/tiles/19/0/0.png", 404, "outside the bounds of layer 'kampala'"),
+        ("/tiles/nolayer/19/309612/261632.png", 404, "unknown layer 'nolayer'"),
+        ("/tiles/19/309612/261632.jpg", 415, "unknown tile format 'jpg'"),
+        ("/tiles/19/abc/261632.png", 422, "path.x"),
+        ("/tiles/19/1.5/261632.png", 422, "path.x"),
+        ("/tiles/19/309612/99999999999999999999999999.png", 404, "x and y must be in"),
+        ("/tiles/19/309612.png", 404, "Not Found"),
+        (URL + "?wait=-1", 422, "query.wait"),
+        (URL + "?wait=abc", 422, "query.wait"),
+    ],
+)
+def test_bad_tile_requests_get_clear_json_errors(client, path, status, message):
+    r = client.get(path)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["cache-control"] == "no-store"
+    assert message in r.json()["error"]
+
+
+def test_oversize_path_is_rejected_not_crashed(client):
+    r = client.get("/tiles/19/" + "9" * 5000 + "/1.png")
+    assert r.status_code in (404, 414, 422)
+
+
+def test_miss_answers_transparent_interim_tile_marked_pending(client):
+    r = client.get(URL)  # no worker: the block is queued and the wait is 0
+    assert r.status_code == 200
+    assert r.headers["x-tile-status"] == "pending"
+    assert r.headers["cache-control"] == "no-store"
+    img = Image.open(io.BytesIO(r.content))
+    assert img.size == (256, 256) and img.getextrema()[3] == (0, 0)  # fully transparent
+
+
+def test_interim_tile_is_the_ancestor_quadrant_upsampled(client, store):
+    # Parent tile at z19: left half red, right half blue; a z20 child in the right column.
+    left_red = Image.new("RGB", (256, 256), "red")
+    left_red.paste((0, 0, 255), (128, 0, 256, 256))
+    buf = io.BytesIO()
+    left_red.save(buf, format="PNG")
+    store.put_block(Block.of("kampala", TILE), [buf.getvalue()] * 4, {})
+    child = Tile(2 * TILE.x + 1, 2 * TILE.y, 20)
+    r = client.get(f"/tiles/20/{child.x}/{child.y}.png")
+    assert r.headers["x-tile-status"] == "pending"
+    img = Image.open(io.BytesIO(r.content)).convert("RGB")
+    assert img.getpixel((128, 128)) == (0, 0, 255)
+    assert img.getextrema() == ((0, 0), (0, 0), (255, 255))
+
+
+def test_anonymous_misses_are_bounded_but_hits_are_not(client, store):
+    put_block_of(store, TILE)
+    # Two distinct z20 blocks (each needs no new ancestor: the z19 block is stored).
+    assert client.get("/tiles/20/619224/523264.png").status_code == 200
+    assert client.get("/tiles/20/619226/523264.png").status_code == 200
+    r = client.get("/tiles/20/619228/523264.png")
+    assert r.status_code == 429
+    assert r.json()["limit"] == 2 and int(r.headers["retry-after"]) > 0
+    assert client.get(URL).status_code == 200  # cached tiles are never limited
+    # A repeated miss of an already queued block costs nothing.
+    assert client.get("/tiles/20/619224/523265.png").status_code == 200
+
+
+def test_meta_endpoint(client, store):
+    put_block_of(store, TILE)
+    r = client.get(f"/tiles/{TILE.z}/{TILE.x}/{TILE.y}/meta")
+    assert r.status_code == 200
+    assert r.json()["block"] == [18, TILE.x // 2, TILE.y // 2] and r.json()["model"] == "test"
+    assert client.get("/tiles/19/309614/261632/meta").status_code == 404
+
+
+def test_tilejson_fields_and_proxy_urls(client):
+    tj = client.get("/tiles.json").json()
+    assert tj["tilejson"] == "3.0.0"
+    assert tj["minzoom"] == 19 and tj["maxzoom"] == 22
+    assert tj["bounds"] == KAMPALA_LAYER["bounds"]
+    lon, lat, zoom = tj["center"]
+    assert 32.5933 < lon < 32.5957 and 0.3495 < lat < 0.3515 and 19 <= zoom <= 22
+    assert tj["attribution"] == KAMPALA_LAYER["attribution"]
+    assert tj["tiles"] == ["http://testserver/tiles/{z}/{x}/{y}.png"]
+    proxied = client.get(
+        "/tiles.json",
+        headers={"X-Forwarded-Host": "maps.example.org", "X-Forwarded-Proto": "https",
+                 "X-Forwarded-Prefix": "/cascade/"},
+    ).json()
+    assert proxied["tiles"] == ["https://maps.example.org/cascade/tiles/{z}/{x}/{y}.png"]
+    assert client.get("/kampala/tiles.json").json()["name"] == "kampala"
+    assert client.get("/nolayer/tiles.json").status_code == 404
+
+
+def test_health_and_ready_without_worker(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    r = client.get("/ready")
+    assert r.status_code == 503 and r.json()["workers"] == 0 and r.json()["redis"] == "ok"
+
+
+def test_metrics_count_requests_and_cache_results(client, store):
+    put_block_of(store, TILE)
+    client.get(URL)
+    client.get(URL)
+    client.get("/tiles/19/0/0.png")
+    text = client.get("/metrics").text
+    assert 'mapcascade_tile_cache_total{result="hit"} 2.0' in text
+    route = 'route="/tiles/{z}/{x}/{y}.{fmt}"'
+    assert f'mapcascade_http_requests_total{{method="GET",{route},status="200"}} 2.0' in text
+    assert f'mapcascade_http_requests_total{{method="GET",{route},status="404"}} 1.0' in text
+    assert "mapcascade_generated_blocks_total 0.0" in text
+    assert "mapcascade_generation_failures_total 0.0" in text
+    assert 'mapcascade_queue_depth{state="queued"}' in text
+    assert "mapcascade_generation_duration_seconds_bucket" in text
+
+
+def test_cors_allows_any_origin_by_default(client, store):
+    put_block_of(store, TILE)
+    r = client.get(URL, headers={"Origin": "https://example.org"})
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert "X-Tile-Status" in r.headers["access-control-expose-headers"]
+
+
+def test_pages_are_served(client):
+    assert "leaflet" in client.get("/").text.lower()
+    assert "ol" in client.get("/openlayers").text.lower()
+
+
+def test_cli_help_lists_commands():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for command in ("serve", "api", "worker", "seed", "generate", "eval"):
+        assert command in result.output
+    serve_help = CliRunner().invoke(cli, ["serve", "--help"])
+    assert "--data-dir" in serve_help.output and "--port" in serve_help.output
+
+
+def test_cli_rejects_bad_port():
+    result = CliRunner().invoke(cli, ["serve", "--port", "70000"])
+    assert result.exit_code == 2 and "70000" in result.output
