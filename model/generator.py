@@ -1,0 +1,209 @@
+"""Generator: the contract the worker codes against — load a model once, turn blocks into maps.
+
+A checkpoint folder holds generator.json plus one diffusers folder (config.json +
+diffusion_pytorch_model.safetensors) per module: unet/, vae/, mfencoder/, sfadapter/,
+scale_encoder/. model_id names config and weights ("tiny-3f2a9c1e"); it is computed from the
+fp32 weights before any dtype cast, so it is the same for a built model and its checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from PIL import Image
+
+from model import configs
+from model.configs import Components
+from model.mfencoder import MFEncoder
+from model.pipeline import MapPipeline
+from model.request import BlockRequest
+from model.scale_encoder import ScaleEncoder
+from model.schedulers import SCHEDULER_NAMES
+from model.sfadapter import SFAdapter
+
+__all__ = ["BlockRequest", "Generator", "model_id_of"]
+
+logger = logging.getLogger(__name__)
+
+BLOCK_SIZE = 512
+CHECKPOINT_FORMAT = "mapcascade-generator"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_MODULE_CLASSES = {
+    "unet": UNet2DConditionModel,
+    "vae": AutoencoderKL,
+    "mfencoder": MFEncoder,
+    "sfadapter": SFAdapter,
+    "scale_encoder": ScaleEncoder,
+}
+
+
+def model_id_of(name: str, modules: dict[str, torch.nn.Module]) -> str:
+    """name + 8 hex digits of a hash over every module's config and fp32 weights."""
+    digest = hashlib.blake2b(digest_size=4)
+    for key in sorted(modules):
+        module = modules[key]
+        config = {k: v for k, v in dict(module.config).items() if not k.startswith("_")}
+        digest.update(key.encode())
+        digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+        for param_name, tensor in sorted(module.state_dict().items()):
+            digest.update(param_name.encode())
+            data = tensor.detach().to("cpu")
+            if data.is_floating_point():
+                data = data.float()
+            digest.update(np.ascontiguousarray(data.numpy()).view(np.uint8))
+    return f"{name}-{digest.hexdigest()}"
+
+
+class Generator:
+    """Turns BlockRequests into 512x512 RGB maps with one loaded model."""
+
+    def __init__(
+        self,
+        pipeline: MapPipeline,
+        name: str,
+        model_id: str,
+        steps: int,
+        scheduler: str = "ddpm",
+        batch_invariant: bool | None = None,
+    ) -> None:
+        if scheduler not in SCHEDULER_NAMES:
+            raise ValueError(f"unknown scheduler {scheduler!r} ({', '.join(SCHEDULER_NAMES)})")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.pipeline = pipeline
+        self.name = name
+        self.model_id = model_id
+        self.steps = steps
+        self.scheduler = scheduler
+        # On CPU batching buys ~nothing, so default to bit-identical results whatever the
+        # batch (regenerated blocks match their first rendering); on GPUs throughput wins and
+        # batch mates may move a few pixels by one level.
+        if batch_invariant is None:
+            batch_invariant = pipeline.device.type == "cpu"
+        self.batch_invariant = batch_invariant
+
+    @classmethod
+    def from_components(
+        cls,
+        components: Components,
+        device: str = "cpu",
+        dtype: str = "fp32",
+        steps: int | None = None,
+        scheduler: str | None = None,
+        batch_invariant: bool | None = None,
+    ) -> Generator:
+        pipeline = MapPipeline(
+            components.unet,
+            components.vae,
+            components.mfencoder,
+            components.sfadapter,
+            components.scale_encoder,
+        )
+        model_id = model_id_of(components.name, pipeline.modules())
+        pipeline.to(device, _torch_dtype(dtype))
+        logger.info("loaded generator %s on %s (%s)", model_id, device, dtype)
+        return cls(
+            pipeline,
+            components.name,
+            model_id,
+            steps or components.steps,
+            scheduler or components.scheduler,
+            batch_invariant,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str,
+        device: str = "cpu",
+        dtype: str = "fp32",
+        steps: int | None = None,
+        *,
+        scheduler: str | None = None,
+        batch_invariant: bool | None = None,
+    ) -> Generator:
+        """ "tiny" | "sd21" | "demo" | a checkpoint folder written by save_pretrained."""
+        _torch_dtype(dtype)  # fail before building anything large
+        if name_or_path == "tiny":
+            components = configs.build_tiny()
+        elif name_or_path == "sd21":
+            components = configs.build_sd21()
+        elif name_or_path == "demo":
+            components = load_components(configs.demo_weights_dir())
+        elif Path(name_or_path).is_dir():
+            components = load_components(Path(name_or_path))
+        else:
+            raise ValueError(
+                f"{name_or_path!r} is neither a configuration "
+                f"({', '.join(configs.CONFIG_NAMES)}) nor a checkpoint folder"
+            )
+        return cls.from_components(components, device, dtype, steps, scheduler, batch_invariant)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write a checkpoint folder; Generator.load(directory) gives identical outputs."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for key, module in self.pipeline.modules().items():
+            module.save_pretrained(directory / key, safe_serialization=True)
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "version": 1,
+            "name": self.name,
+            "model_id": self.model_id,
+            "steps": self.steps,
+            "scheduler": self.scheduler,
+        }
+        (directory / "generator.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    def generate(self, requests: Sequence[BlockRequest]) -> list[Image.Image]:
+        """One RGB 512x512 map per request, in order; the whole list runs as one batch."""
+        for index, request in enumerate(requests):
+            _check_request(index, request)
+        return self.pipeline(
+            requests,
+            steps=self.steps,
+            scheduler=self.scheduler,
+            batch_invariant=self.batch_invariant,
+        )
+
+
+def load_components(directory: Path) -> Components:
+    meta_path = directory / "generator.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{directory} is not a generator checkpoint (no generator.json)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{meta_path}: unknown checkpoint format {meta.get('format')!r}")
+    modules = {
+        key: module_class.from_pretrained(directory / key)
+        for key, module_class in _MODULE_CLASSES.items()
+    }
+    return Components(
+        name=meta["name"], steps=meta["steps"], scheduler=meta["scheduler"], **modules
+    )
+
+
+def _torch_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} ({' | '.join(DTYPES)})")
+    return DTYPES[dtype]
+
+
+def _check_request(index: int, request: BlockRequest) -> None:
+    size = (BLOCK_SIZE, BLOCK_SIZE)
+    if request.imagery.size != size:
+        raise ValueError(f"request {index}: imagery is {request.imagery.size}, needs {size}")
+    if request.reference is not None and request.reference.size != size:
+        raise ValueError(f"request {index}: reference is {request.reference.size}, needs {size}")
+    if (request.reference is None) != (request.scale.span == 0):
+        raise ValueError(
+            f"request {index}: reference {'missing' if request.reference is None else 'given'} "
+            f"but scale.span is {request.scale.span} (0 means no reference)"
+        )

@@ -1,0 +1,186 @@
+"""The SCGM sampling pipeline: encode conditions -> prepare latents -> denoise -> decode.
+
+Every random draw comes from a per-sample CPU torch.Generator seeded with the request's seed, so
+a sample's noise does not depend on its batch mates or the device; with batch_invariant a batch
+of N gives bit-identical images to N single calls. The scheduler works in fp32 whatever the
+model dtype.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from PIL import Image
+
+from model.injection import inject_features
+from model.mfencoder import MFEncoder
+from model.request import BlockRequest
+from model.scale_encoder import ScaleEncoder
+from model.schedulers import make_scheduler
+from model.sfadapter import SFAdapter
+
+logger = logging.getLogger(__name__)
+
+
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL image -> 3xHxW float in [-1, 1] (the official code feeds x * 2 - 1)."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
+
+
+def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
+    """3xHxW in [-1, 1] -> RGB PIL image."""
+    array = ((tensor.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return Image.fromarray(array.permute(1, 2, 0).cpu().numpy(), mode="RGB")
+
+
+def sample_generator(seed: int) -> torch.Generator:
+    # torch seeds are 64-bit; hashed block seeds may be wider.
+    return torch.Generator("cpu").manual_seed(seed % 2**64)
+
+
+@dataclass
+class Conditions:
+    context: torch.Tensor  # B x tokens x dim, cross-attention
+    features: list[torch.Tensor]  # SFAdapter output, one per UNet level
+
+
+class MapPipeline:
+    """Holds the five modules; call it with block requests to get RGB maps."""
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        vae: AutoencoderKL,
+        mfencoder: MFEncoder,
+        sfadapter: SFAdapter,
+        scale_encoder: ScaleEncoder,
+    ) -> None:
+        self.unet = unet
+        self.vae = vae
+        self.mfencoder = mfencoder
+        self.sfadapter = sfadapter
+        self.scale_encoder = scale_encoder
+        for module in self.modules().values():
+            module.eval().requires_grad_(False)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {
+            "unet": self.unet,
+            "vae": self.vae,
+            "mfencoder": self.mfencoder,
+            "sfadapter": self.sfadapter,
+            "scale_encoder": self.scale_encoder,
+        }
+
+    def to(self, device: str | torch.device, dtype: torch.dtype) -> MapPipeline:
+        for module in self.modules().values():
+            # nn.Module.to: diffusers' override warns about fp32-pinned modules we do not have.
+            torch.nn.Module.to(module, device=device, dtype=dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        requests: Sequence[BlockRequest],
+        steps: int,
+        scheduler: str = "ddpm",
+        batch_invariant: bool = False,
+    ) -> list[Image.Image]:
+        """batch_invariant: run samples one by one, so results are bit-identical whatever the
+        batch. Batched kernels (gemm vs gemv, conv algorithms) round differently per batch size,
+        which moves a few pixels by one level; the random draws are per sample either way."""
+        if not requests:
+            return []
+        if batch_invariant and len(requests) > 1:
+            return [self([r], steps, scheduler)[0] for r in requests]
+        generators = [sample_generator(r.seed) for r in requests]
+        conditions = self.encode_conditions(requests)
+        noise_scheduler = make_scheduler(scheduler, steps)
+        height, width = requests[0].imagery.size[::-1]
+        latents = self.prepare_latents(generators, height, width, noise_scheduler)
+        latents = self.denoise(latents, conditions, noise_scheduler, generators)
+        return self.decode(latents)
+
+    def encode_conditions(self, requests: Sequence[BlockRequest]) -> Conditions:
+        sizes = {r.imagery.size for r in requests}
+        if len(sizes) != 1:
+            raise ValueError(f"all blocks of a batch must have one size, got {sorted(sizes)}")
+        for r in requests:
+            if r.reference is not None and r.reference.size != r.imagery.size:
+                raise ValueError(f"reference {r.reference.size} != imagery {r.imagery.size}")
+        imagery = torch.stack([image_to_tensor(r.imagery) for r in requests])
+        has_reference = torch.tensor([r.reference is not None for r in requests])
+        # Absent references are zeros here and replaced by the learned null inside MFEncoder.
+        reference = torch.stack(
+            [
+                image_to_tensor(r.reference) if r.reference is not None else torch.zeros_like(img)
+                for r, img in zip(requests, imagery, strict=True)
+            ]
+        )
+        device, dtype = self.device, self.dtype
+        condition = self.mfencoder(
+            imagery.to(device, dtype),
+            reference.to(device, dtype) if has_reference.any() else None,
+            has_reference.to(device),
+        )
+        features = self.sfadapter(condition)
+        context = self.scale_encoder([r.scale for r in requests]).to(dtype)
+        return Conditions(context=context, features=features)
+
+    def prepare_latents(
+        self,
+        generators: Sequence[torch.Generator],
+        height: int,
+        width: int,
+        scheduler: SchedulerMixin,
+    ) -> torch.Tensor:
+        factor = self.vae_scale_factor
+        if height % factor or width % factor:
+            raise ValueError(f"block size {width}x{height} is not a multiple of {factor}")
+        shape = (1, self.unet.config.in_channels, height // factor, width // factor)
+        noise = torch.cat([torch.randn(shape, generator=g) for g in generators])
+        return noise.to(self.device) * scheduler.init_noise_sigma
+
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        conditions: Conditions,
+        scheduler: SchedulerMixin,
+        generators: Sequence[torch.Generator],
+    ) -> torch.Tensor:
+        # A list of generators makes diffusers draw step noise per sample (shape 1 x ...).
+        step_generator = list(generators) if len(generators) > 1 else generators[0]
+        with inject_features(self.unet, conditions.features):
+            for t in scheduler.timesteps:
+                model_input = scheduler.scale_model_input(latents, t).to(self.dtype)
+                noise_pred = self.unet(
+                    model_input, t, encoder_hidden_states=conditions.context
+                ).sample
+                latents = scheduler.step(
+                    noise_pred.float(), t, latents, generator=step_generator
+                ).prev_sample
+        return latents
+
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        latents = latents / self.vae.config.scaling_factor
+        images = self.vae.decode(latents.to(self.dtype)).sample
+        return [tensor_to_image(image) for image in images]

@@ -1,0 +1,60 @@
+"""Noise schedulers by name, all on SD 2.1-base's training schedule (epsilon prediction).
+
+"ddpm" is the official SCGM inference: ancestral sampling on IDDPM-respaced timesteps with the
+"fixed_small" posterior variance. Passing the respaced timesteps explicitly matters: with
+`num_inference_steps` alone, DDPMScheduler steps back by 1000 // n, not to the previous
+respaced timestep.
+"""
+
+from __future__ import annotations
+
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+# SD 2.1-base (and the official SCGM config: linear_start 0.00085, linear_end 0.012 on sqrt).
+TRAIN_SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+}
+
+_SCHEDULERS: dict[str, tuple[type[SchedulerMixin], dict]] = {
+    "ddim": (
+        DDIMScheduler,
+        {"clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1},
+    ),
+    "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "euler": (EulerDiscreteScheduler, {}),
+    "ddpm": (DDPMScheduler, {"clip_sample": False, "variance_type": "fixed_small"}),
+}
+SCHEDULER_NAMES = tuple(_SCHEDULERS)
+
+
+def respaced_timesteps(steps: int, train_steps: int = 1000) -> list[int]:
+    """IDDPM "space_timesteps" with one section: evenly spread, both ends included, descending."""
+    if steps < 1 or steps > train_steps:
+        raise ValueError(f"steps must be in 1..{train_steps}, got {steps}")
+    if steps == 1:
+        return [train_steps - 1]
+    stride = (train_steps - 1) / (steps - 1)
+    return sorted({round(i * stride) for i in range(steps)}, reverse=True)
+
+
+def make_scheduler(name: str, steps: int) -> SchedulerMixin:
+    """A fresh scheduler (they are stateful) with its timesteps set for `steps` steps."""
+    if name not in _SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(_SCHEDULERS)}")
+    cls, extra = _SCHEDULERS[name]
+    scheduler = cls(**TRAIN_SCHEDULE, **extra)
+    if name == "ddpm":
+        scheduler.set_timesteps(timesteps=respaced_timesteps(steps))
+    else:
+        scheduler.set_timesteps(steps)
+    return scheduler
