@@ -58,7 +58,7 @@ class XYZImageryConfig(_Strict):
 
     type: Literal["xyz"]
     url: str
-    subdomains: list[str] = Field(default_factory=list)
+    subdomains: list[str] = Field(default_factory=list, validate_default=True)
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: TimeoutConfig = Field(default_factory=lambda: TimeoutConfig())
     retries: int = Field(default=3, ge=0, le=10, description="extra attempts after the first one")
@@ -82,6 +82,8 @@ class XYZImageryConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _check_template(cls, url: str) -> str:
+        if "{" in _PLACEHOLDER.sub("", url) or "}" in _PLACEHOLDER.sub("", url):
+            raise ValueError(f"url template has an unbalanced brace: {url!r}")
         names = _PLACEHOLDER.findall(url)
         unknown = sorted({n for n in names if n not in URL_PLACEHOLDERS})
         if unknown:
@@ -99,12 +101,10 @@ class XYZImageryConfig(_Strict):
             )
         if "y" in names and "-y" in names:
             raise ValueError("url template uses both {y} and {-y}; pick one row order")
-        if "{" in _PLACEHOLDER.sub("", url) or "}" in _PLACEHOLDER.sub("", url):
-            raise ValueError(f"url template has an unbalanced brace: {url!r}")
         parts = urlsplit(_PLACEHOLDER.sub("0", url))
         if parts.scheme not in ("http", "https"):
             raise ValueError(
-                f"url must start with http:// or https:// (got {parts.scheme!r}://)"
+                f"url must start with http:// or https:// (got {parts.scheme}://)"
                 if parts.scheme
                 else "url must start with http:// or https://"
             )
@@ -112,16 +112,20 @@ class XYZImageryConfig(_Strict):
             raise ValueError(f"url has no host name: {url!r}")
         return url
 
-    @model_validator(mode="after")
-    def _check_subdomains(self) -> XYZImageryConfig:
-        uses_s = "{s}" in self.url
-        if uses_s and not self.subdomains:
+    @field_validator("subdomains")
+    @classmethod
+    def _check_subdomains(cls, subdomains: list[str], info: ValidationInfo) -> list[str]:
+        url = info.data.get("url")
+        if url is None:  # the url itself was rejected; that error says enough
+            return subdomains
+        uses_s = "{s}" in url
+        if uses_s and not subdomains:
             raise ValueError("url uses {s} but no subdomains are given (e.g. [a, b, c])")
-        if self.subdomains and not uses_s:
+        if subdomains and not uses_s:
             raise ValueError("subdomains are given but the url has no {s} placeholder")
-        if any(not s or "/" in s for s in self.subdomains):
+        if any(not s or "/" in s for s in subdomains):
             raise ValueError("subdomains must be non-empty host name parts without '/'")
-        return self
+        return subdomains
 
 
 class DirImageryConfig(_Strict):
@@ -256,7 +260,9 @@ ImageryConfig: TypeAlias = Annotated[
     Field(discriminator="type"),
 ]
 
-_ADAPTER: TypeAdapter[ImageryConfig] = TypeAdapter(ImageryConfig)
+_ADAPTER: TypeAdapter[ImageryConfig] = TypeAdapter(
+    ImageryConfig, config=ConfigDict(title="imagery")
+)
 
 
 def parse_imagery_config(data: Any, base_dir: Path | None = None) -> ImageryConfig:
