@@ -217,11 +217,17 @@ class GeoTIFFImageryConfig(_Strict):
 
 def _check_geotiff(config: GeoTIFFImageryConfig) -> None:
     # rasterio (GDAL) is a plain library dependency, fine for the API process, unlike torch.
+    import warnings
+
     import rasterio
-    from rasterio.errors import RasterioError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
     try:
-        with rasterio.open(config.path) as ds:
+        # An ungeoreferenced file gets a clear error below rather than GDAL's warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(config.path)
+        with ds:
             driver, crs, count, dtypes = ds.driver, ds.crs, ds.count, ds.dtypes
             georeferenced = not ds.transform.is_identity or bool(ds.gcps[0])
     except RasterioError as exc:
