@@ -1,0 +1,154 @@
+"""Generator on the tiny configuration: determinism, conditioning, batching, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model import BlockRequest, Generator, ScaleInfo
+from model.pipeline import sample_generator
+from model.schedulers import make_scheduler
+from tests.model.conftest import noise_image, pixels
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_output_is_one_rgb_512_block_per_request(tiny: Generator, request_z18) -> None:  # noqa: ANN001
+    (out,) = tiny.generate([request_z18])
+    assert out.size == (512, 512) and out.mode == "RGB"
+    assert pixels(out).std() > 1  # not a flat image
+    assert tiny.model_id.startswith("tiny-") and len(tiny.model_id) == len("tiny-") + 8
+    assert tiny.generate([]) == []
+
+
+def test_same_seed_same_image_other_seed_other_image(tiny: Generator, request_z18) -> None:  # noqa: ANN001
+    a = pixels(tiny.generate([request_z18])[0])
+    b = pixels(tiny.generate([request_z18])[0])
+    c = pixels(tiny.generate([dataclasses.replace(request_z18, seed=8)])[0])
+    assert np.array_equal(a, b)
+    assert np.abs(a - c).mean() > 1
+
+
+def test_reference_and_scale_text_change_the_output(tiny: Generator, request_z18) -> None:  # noqa: ANN001
+    base = pixels(tiny.generate([request_z18])[0])
+    other_ref = dataclasses.replace(request_z18, reference=noise_image(3))
+    other_zoom = dataclasses.replace(request_z18, scale=ScaleInfo.cascade(16, 47.0, 4))
+    other_lat = dataclasses.replace(request_z18, scale=ScaleInfo.cascade(18, 10.0, 4))
+    for changed in (other_ref, other_zoom, other_lat):
+        assert not np.array_equal(base, pixels(tiny.generate([changed])[0]))
+
+
+def test_root_zoom_runs_with_the_reference_dropped(tiny: Generator, imagery: Image.Image) -> None:
+    root = BlockRequest(imagery, None, ScaleInfo(zoom=12, lat=47.0), seed=7)
+    (out,) = tiny.generate([root])
+    assert out.size == (512, 512)
+
+
+def _batch(imagery: Image.Image, reference: Image.Image) -> list[BlockRequest]:
+    return [
+        BlockRequest(imagery, reference, ScaleInfo.cascade(18, 47.0, 4), seed=1),
+        BlockRequest(noise_image(5), None, ScaleInfo(14, 47.0), seed=2),
+        BlockRequest(noise_image(6), reference, ScaleInfo.cascade(15, -20.0, 2), seed=3),
+    ]
+
+
+def test_batch_of_three_equals_three_single_calls(tiny: Generator, imagery, reference) -> None:  # noqa: ANN001
+    requests = _batch(imagery, reference)
+    batched = tiny.generate(requests)
+    singles = [tiny.generate([r])[0] for r in requests]
+    for b, s in zip(batched, singles, strict=True):
+        assert np.array_equal(pixels(b), pixels(s))
+
+
+def test_batched_kernels_keep_per_sample_noise(tiny: Generator, imagery, reference) -> None:  # noqa: ANN001
+    """The truly batched path (GPU default) with the ancestral sampler, which draws noise at
+    every step: identical draws per sample, only kernel rounding differs."""
+    requests = _batch(imagery, reference)
+    pipe = tiny.pipeline
+    scheduler = "ddpm"
+    batched = pipe(requests, steps=3, scheduler=scheduler, batch_invariant=False)
+    singles = [pipe([r], steps=3, scheduler=scheduler)[0] for r in requests]
+    for b, s in zip(batched, singles, strict=True):
+        diff = np.abs(pixels(b) - pixels(s))
+        assert diff.max() <= 2 and (diff == 0).mean() > 0.99
+    # Initial latents are bit-identical per sample, whatever the batch.
+    sched = make_scheduler(scheduler, 3)
+    gens = [sample_generator(r.seed) for r in requests]
+    all_latents = pipe.prepare_latents(gens, 512, 512, sched)
+    for i, r in enumerate(requests):
+        one = pipe.prepare_latents([sample_generator(r.seed)], 512, 512, sched)
+        assert torch.equal(all_latents[i : i + 1], one)
+
+
+@pytest.mark.parametrize("scheduler", ["dpm++", "euler", "ddim"])
+def test_other_schedulers_run_and_are_deterministic(
+    tiny: Generator, request_z18, scheduler
+) -> None:  # noqa: ANN001
+    a = tiny.pipeline([request_z18], steps=2, scheduler=scheduler)[0]
+    b = tiny.pipeline([request_z18], steps=2, scheduler=scheduler)[0]
+    assert a.size == (512, 512) and np.array_equal(pixels(a), pixels(b))
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(
+    tiny: Generator, request_z18, tmp_path
+) -> None:  # noqa: ANN001
+    tiny.save_pretrained(tmp_path / "ckpt")
+    meta = json.loads((tmp_path / "ckpt" / "generator.json").read_text())
+    assert meta["model_id"] == tiny.model_id
+    assert (tmp_path / "ckpt" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = Generator.load(str(tmp_path / "ckpt"))
+    assert loaded.model_id == tiny.model_id and loaded.steps == tiny.steps
+    a = tiny.generate([request_z18])[0]
+    b = loaded.generate([request_z18])[0]
+    assert np.array_equal(pixels(a), pixels(b))
+
+
+def test_model_id_is_the_same_in_a_fresh_process(tiny: Generator) -> None:
+    code = "from model import Generator; print(Generator.load('tiny').model_id)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == tiny.model_id
+
+
+def test_steps_and_dtype_options(request_z18) -> None:  # noqa: ANN001
+    two = Generator.load("tiny", steps=2, dtype="bf16")
+    assert two.steps == 2 and two.pipeline.dtype == torch.bfloat16
+    (out,) = two.generate([request_z18])
+    assert out.size == (512, 512)
+    with pytest.raises(ValueError, match="dtype"):
+        Generator.load("tiny", dtype="fp8")
+
+
+def test_demo_without_weights_and_unknown_names_raise_clearly(tmp_path) -> None:  # noqa: ANN001
+    from model import configs
+
+    if not (configs.DEMO_WEIGHTS / "generator.json").is_file():
+        with pytest.raises(FileNotFoundError, match="demo"):
+            Generator.load("demo")
+    with pytest.raises(ValueError, match="neither a configuration"):
+        Generator.load("sd15")
+    with pytest.raises(FileNotFoundError, match="generator.json"):
+        Generator.load(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"imagery": Image.new("RGB", (256, 256))},
+        {"reference": Image.new("RGB", (256, 256))},
+        {"reference": None},  # span 4 says there is a reference
+        {"scale": ScaleInfo(18)},  # no-reference scale with a reference given
+    ],
+)
+def test_malformed_requests_raise(tiny: Generator, request_z18, change: dict) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match="request 0"):
+        tiny.generate([dataclasses.replace(request_z18, **change)])
