@@ -45,37 +45,50 @@ def _add(output: Any, feature: torch.Tensor) -> Any:
     return output
 
 
-@contextmanager
-def inject_features(
-    unet: nn.Module, features: Sequence[torch.Tensor], up_path: bool = True
-) -> Iterator[None]:
-    """Within the block, every UNet forward adds features[i] at level i (down and up path)."""
-    points = injection_points(unet)
-    if len(features) > len(points):
-        raise ValueError(f"{len(features)} adapter features for a {len(points)}-level UNet")
-    handles = []
-    try:
-        for (down, up), feature in zip(points, features, strict=False):
-            hook = _make_hook(feature)
-            handles.append(down.register_forward_hook(hook))
+class FeatureInjector:
+    """Forward hooks installed once on a UNet; they add whatever features are active.
+
+    Installing the hooks once (instead of per call) keeps torch.compile from recompiling for
+    every batch: the hooks stay the same objects, only the tensors they read change.
+    """
+
+    def __init__(self, unet: nn.Module, up_path: bool = True) -> None:
+        self.features: Sequence[torch.Tensor] | None = None
+        self.levels = len(unet.down_blocks)
+        for level, (down, up) in enumerate(injection_points(unet)):
+            down.register_forward_hook(self._hook(level))
             if up_path:
-                handles.append(up.register_forward_hook(hook))
+                up.register_forward_hook(self._hook(level))
+
+    def _hook(self, level: int):  # noqa: ANN202 - torch hook signature
+        def hook(module: nn.Module, args: Any, output: Any) -> Any:
+            if self.features is None or level >= len(self.features):
+                return None  # output unchanged
+            feature = self.features[level]
+            if output_shape(output) != tuple(feature.shape):
+                raise ValueError(
+                    f"adapter feature {tuple(feature.shape)} does not match UNet activation "
+                    f"{output_shape(output)} in {type(module).__name__}"
+                )
+            return _add(output, feature)
+
+        return hook
+
+
+@contextmanager
+def inject_features(unet: nn.Module, features: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Within the block, every UNet forward adds features[i] at level i (down and up path)."""
+    injector = getattr(unet, "_scgm_injector", None)
+    if injector is None:
+        injector = FeatureInjector(unet)
+        unet._scgm_injector = injector  # plain attribute: not a submodule, not saved
+    if len(features) > injector.levels:
+        raise ValueError(f"{len(features)} adapter features for a {injector.levels}-level UNet")
+    injector.features = list(features)
+    try:
         yield
     finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _make_hook(feature: torch.Tensor):  # noqa: ANN202 - torch hook signature
-    def hook(module: nn.Module, args: Any, output: Any) -> Any:
-        if output_shape(output) != tuple(feature.shape):
-            raise ValueError(
-                f"adapter feature {tuple(feature.shape)} does not match UNet activation "
-                f"{output_shape(output)} in {type(module).__name__}"
-            )
-        return _add(output, feature)
-
-    return hook
+        injector.features = None
 
 
 def output_shape(output: Any) -> tuple[int, ...]:

@@ -85,7 +85,7 @@ def test_zero_features_leave_the_unet_output_unchanged(parts: configs.Components
     with inject_features(parts.unet, ones):
         changed = parts.unet(latents, 500, encoder_hidden_states=context).sample
     assert not torch.allclose(plain, changed)
-    # Hooks are gone after the block.
+    # Outside the block the hooks add nothing.
     assert torch.equal(plain, parts.unet(latents, 500, encoder_hidden_states=context).sample)
 
 

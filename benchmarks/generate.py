@@ -1,0 +1,191 @@
+"""Generation throughput: blocks/s and tiles/s of one configuration, with FLOPs and peak fraction.
+
+    python benchmarks/generate.py --config sd21 --random-weights --batch-size 1 --steps 2
+
+Times whole generate calls (conditions, denoising loop, VAE decode) on synthetic blocks: the
+median of --runs timed calls after --warmup calls. FLOPs are counted with
+torch.utils.flop_counter on one UNet step, the VAE decode and the condition encoders; the
+achieved fraction is counted FLOPs / median time / peak, where peak is --peak-tflops or, if
+not given, a measured dense matmul rate in the same dtype on the same device (printed as such).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model import BlockRequest, Generator, ScaleInfo, configs  # noqa: E402
+from model.generator import DTYPES  # noqa: E402
+from model.injection import inject_features  # noqa: E402
+from model.schedulers import SCHEDULER_NAMES  # noqa: E402
+
+TILES_PER_BLOCK = 4
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="tiny", help="tiny | sd21 | demo | checkpoint folder")
+    parser.add_argument("--random-weights", action="store_true", help="sd21: random weights")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=None, help="default: the model's")
+    parser.add_argument("--scheduler", choices=SCHEDULER_NAMES, default=None)
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", type=int, default=512, help="block size in px (512 = real)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--peak-tflops", type=float, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    return parser.parse_args(argv)
+
+
+def load(args: argparse.Namespace) -> Generator:
+    options = {"device": args.device, "dtype": args.dtype, "steps": args.steps}
+    options |= {"scheduler": args.scheduler, "batch_invariant": False}
+    if args.config == "sd21" and args.random_weights:
+        return Generator.from_components(configs.build_sd21(random_weights=True), **options)
+    if args.random_weights and args.config != "tiny":
+        raise SystemExit("--random-weights applies to sd21 (tiny is always random)")
+    if args.config == "tiny":
+        return Generator.from_components(configs.build_tiny(), **options)
+    return Generator.load(args.config, **options)
+
+
+def synthetic_requests(batch: int, size: int) -> list[BlockRequest]:
+    rng = np.random.default_rng(0)
+
+    def image() -> Image.Image:
+        return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "RGB")
+
+    scale = ScaleInfo.cascade(18, lat=45.0, span=4)
+    return [BlockRequest(image(), image(), scale, seed=i) for i in range(batch)]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def count_flops(generator: Generator, requests: list[BlockRequest]) -> dict[str, float]:
+    """FLOPs of one UNet step, one VAE decode and the condition encoders, for the batch."""
+    pipe = generator.pipeline
+    counts = {}
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            conditions = pipe.encode_conditions(requests)
+        counts["conditions"] = counter.get_total_flops()
+        side = requests[0].imagery.size[0] // pipe.vae_scale_factor
+        shape = (len(requests), pipe.unet.config.in_channels, side, side)
+        latents = torch.randn(shape, device=pipe.device, dtype=pipe.dtype)
+        with inject_features(pipe.unet, conditions.features), FlopCounterMode(display=False) as c:
+            pipe.unet(latents, 500, encoder_hidden_states=conditions.context)
+        counts["unet_step"] = c.get_total_flops()
+        with FlopCounterMode(display=False) as counter:
+            pipe.vae.decode(latents)
+        counts["vae_decode"] = counter.get_total_flops()
+    return counts
+
+
+def measured_peak_tflops(device: torch.device, dtype: torch.dtype, seconds: float = 2.0) -> float:
+    """Best dense matmul rate seen in `seconds` (n = 2048 on CPU, 8192 on GPU)."""
+    n = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = max(best, 2 * n**3 / (time.perf_counter() - start))
+    return best / 1e12
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    started = time.perf_counter()
+    generator = load(args)
+    build_s = time.perf_counter() - started
+    pipe = generator.pipeline
+    device = pipe.device
+    if args.channels_last:
+        for module in (pipe.unet, pipe.vae):
+            module.to(memory_format=torch.channels_last)
+    if args.compile:
+        pipe.unet.compile()
+    requests = synthetic_requests(args.batch_size, args.size)
+
+    def call() -> float:
+        sync(device)
+        start = time.perf_counter()
+        pipe(requests, steps=generator.steps, scheduler=generator.scheduler)
+        sync(device)
+        return time.perf_counter() - start
+
+    warmup = [call() for _ in range(args.warmup)]
+    times = [call() for _ in range(args.runs)]
+    median = statistics.median(times)
+    flops = count_flops(generator, requests)
+    total = flops["conditions"] + flops["unet_step"] * generator.steps + flops["vae_decode"]
+    if args.peak_tflops is not None:
+        peak, peak_source = args.peak_tflops, "given"
+    else:
+        peak = measured_peak_tflops(device, DTYPES[args.dtype])
+        peak_source = "measured dense matmul"
+    result = {
+        "config": args.config,
+        "model_id": generator.model_id,
+        "random_weights": args.random_weights or args.config == "tiny",
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "block_px": args.size,
+        "steps": generator.steps,
+        "scheduler": generator.scheduler,
+        "compile": args.compile,
+        "channels_last": args.channels_last,
+        "build_s": round(build_s, 2),
+        "warmup_s": [round(t, 3) for t in warmup],
+        "run_s": [round(t, 3) for t in times],
+        "median_s": round(median, 3),
+        "blocks_per_s": args.batch_size / median,
+        "tiles_per_s": TILES_PER_BLOCK * args.batch_size / median,
+        "unet_gflops_per_step": flops["unet_step"] / 1e9,
+        "vae_decode_gflops": flops["vae_decode"] / 1e9,
+        "conditions_gflops": flops["conditions"] / 1e9,
+        "total_gflops_per_call": total / 1e9,
+        "achieved_tflops": total / median / 1e12,
+        "peak_tflops": peak,
+        "peak_source": peak_source,
+        "fraction_of_peak": total / median / 1e12 / peak,
+    }
+    for key, value in result.items():
+        print(f"{key:>22}: {value:.4g}" if isinstance(value, float) else f"{key:>22}: {value}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
