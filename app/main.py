@@ -14,7 +14,7 @@ from app import __version__
 from app.context import Context
 from app.errors import add_exception_handlers
 from app.metrics import RequestMetricsMiddleware
-from app.routes import events, meta, tiles
+from app.routes import events, meta, seed, tiles
 from app.settings import Settings
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.context = context
-    for router in (tiles.router, meta.router, events.router):
+    for router in (tiles.router, meta.router, events.router, seed.router):
         app.include_router(router)
     add_exception_handlers(app)
     app.add_middleware(

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from rq import get_current_job
 
+from app import seeding
 from app.cascade import EVENTS_CHANNEL, lock_name
 from app.metrics import record_failure, record_generation
 from app.tiles import Block
@@ -22,10 +23,16 @@ def generate_block(layer: str, z: int, x: int, y: int) -> str:
     """Entry point named by `app.cascade.JOB_FUNCTION`."""
     job = get_current_job()
     try:
-        return render_and_store(current(), Block(layer, z, x, y), job.worker_name if job else None)
+        outcome = render_and_store(
+            current(), Block(layer, z, x, y), job.worker_name if job else None
+        )
+        seeding.block_stored(current().redis, Block(layer, z, x, y), outcome == "generated")
+        return outcome
     except Exception:
         final = job is None or not job.retries_left
         record_failure(current().redis, final=final)
+        if final:  # seeds waiting on it (and on blocks below it) count it failed
+            seeding.block_failed(current().redis, Block(layer, z, x, y))
         raise
 
 
