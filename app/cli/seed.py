@@ -7,6 +7,8 @@ Exit codes: 0 done, 1 the seed failed or was cancelled (or the service is unreac
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 import httpx
@@ -14,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def parse_bbox(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:
@@ -37,7 +40,7 @@ def parse_zooms(ctx: click.Context, param: click.Parameter, value: str) -> tuple
     return zooms
 
 
-def area_options(command: click.Command) -> click.Command:
+def area_options(command: F) -> F:
     options = [
         click.option("--bbox", required=True, callback=parse_bbox, metavar="W,S,E,N",
                      help="Area in degrees; e.g. --bbox=32.58,0.34,32.60,0.36"),
