@@ -104,7 +104,7 @@ class Cascade:
         s = self.settings
         retry = None
         if s.job_retries > 0:
-            intervals = [int(s.retry_backoff * 2**i) for i in range(s.job_retries)]
+            intervals = [max(1, round(s.retry_backoff * 2**i)) for i in range(s.job_retries)]
             retry = Retry(max=s.job_retries, interval=intervals)
         log.info("enqueue block %s (after %s)", block.key, upstream.id if upstream else "-")
         return self.queue.enqueue_call(

@@ -21,13 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 KAMPALA = ROOT / "tests" / "fixtures" / "imagery" / "kampala-oam"
 
 # A small real-imagery layer: the Kampala aerial tiles (z19-21) read through the `dir` source.
-# Block 18/154806/130816 has all four z19 children in the fixture.
+# Its root block 18/154803/130818 covers the fixture's z19 tile 309606/261636 and the z20/z21
+# tiles under it; the other three z19 children are no-data (transparent).
 KAMPALA_LAYER = {
     "name": "kampala",
     "title": "Kampala test layer",
     "attribution": "Imagery OpenAerialMap CC-BY 4.0",
     "imagery": {"type": "dir", "path": str(KAMPALA)},
-    "bounds": [32.5933, 0.3495, 32.5957, 0.3515],
+    "bounds": [32.5896, 0.3475, 32.5909, 0.3488],
     "root_zoom": 19,
     "max_zoom": 22,
     "model": "tiny",

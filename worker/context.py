@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from functools import cache
 
 from redis import Redis
@@ -21,20 +23,21 @@ class WorkerContext:
         self.settings = settings
         self.store = FileTileStore(settings.tiles_dir)
         self.redis = Redis.from_url(settings.redis_url)
-        self._generators: dict[str, Generator] = {}
+        self._generators: dict[tuple[str, int | None], Generator] = {}
         self._sources: dict[str, ImagerySource] = {}
 
     def layer(self, name: str) -> Layer:
         return self.settings.layers[name]
 
-    def generator(self, model: str) -> Generator:
-        if model not in self._generators:
+    def generator(self, layer: Layer) -> Generator:
+        key = (layer.model, layer.steps)
+        if key not in self._generators:
             s = self.settings
-            log.info("loading model %s on %s (%s)", model, s.device, s.dtype)
-            self._generators[model] = Generator.load(
-                model_location(model, s), device=s.device, dtype=s.dtype
+            log.info("loading model %s on %s (%s)", layer.model, s.device, s.dtype)
+            self._generators[key] = Generator.load(
+                model_location(layer.model, s), device=s.device, dtype=s.dtype, steps=layer.steps
             )
-        return self._generators[model]
+        return self._generators[key]
 
     def source(self, layer: Layer) -> ImagerySource:
         if layer.name not in self._sources:
@@ -44,7 +47,7 @@ class WorkerContext:
     def warm_up(self) -> None:
         """Load every layer's model before the first job, so no request pays for it."""
         for layer in self.settings.layers.values():
-            self.generator(layer.model)
+            self.generator(layer)
 
 
 def model_location(model: str, settings: Settings) -> str:
@@ -52,6 +55,11 @@ def model_location(model: str, settings: Settings) -> str:
     if settings.weights_dir is not None and (settings.weights_dir / model).is_dir():
         return str(settings.weights_dir / model)
     return model
+
+
+def worker_name() -> str:
+    """This process's RQ worker name; block lock tokens carry it (see `runner.recover_dead_workers`)."""
+    return f"{socket.gethostname()}.{os.getpid()}"
 
 
 @cache

@@ -14,7 +14,7 @@ from app.cascade import EVENTS_CHANNEL, lock_name
 from app.metrics import record_failure, record_generation
 from app.tiles import Block
 from worker import blocks
-from worker.context import WorkerContext, current
+from worker.context import WorkerContext, current, worker_name
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +23,7 @@ def generate_block(layer: str, z: int, x: int, y: int) -> str:
     """Entry point named by `app.cascade.JOB_FUNCTION`."""
     job = get_current_job()
     try:
-        outcome = render_and_store(
-            current(), Block(layer, z, x, y), job.worker_name if job else None
-        )
+        outcome = render_and_store(current(), Block(layer, z, x, y))
         seeding.block_stored(current().redis, Block(layer, z, x, y), outcome == "generated")
         return outcome
     except Exception:
@@ -36,14 +34,14 @@ def generate_block(layer: str, z: int, x: int, y: int) -> str:
         raise
 
 
-def render_and_store(ctx: WorkerContext, block: Block, owner: str | None = None) -> str:
+def render_and_store(ctx: WorkerContext, block: Block) -> str:
     lock = ctx.redis.lock(
         lock_name(block),
         timeout=ctx.settings.job_timeout + 60,  # outlives the longest generation RQ allows
         blocking_timeout=ctx.settings.job_timeout,
     )
     # The token names the worker, so a restarted worker can free the lock of a killed one.
-    if not lock.acquire(token=f"{owner or 'local'}|{time.time_ns()}"):
+    if not lock.acquire(token=f"{worker_name()}|{time.time_ns()}"):
         raise TimeoutError(f"block {block.key} stayed locked by another worker")
     try:
         if ctx.store.has_block(block):  # a duplicate job, or another worker got here first
@@ -65,7 +63,7 @@ def render(ctx: WorkerContext, block: Block) -> dict:
     layer = ctx.layer(block.layer)
     z = block.child_zoom
     imagery = ctx.source(layer).read(z, 2 * block.x, 2 * block.y, 2, 2)
-    generator = ctx.generator(layer.model)
+    generator = ctx.generator(layer)
     seed = block.seed(generator.model_id)
     meta: dict = {
         "layer": block.layer,

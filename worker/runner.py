@@ -13,7 +13,7 @@ from rq.job import JobStatus
 from app.cascade import lock_name
 from app.settings import Settings
 from app.tiles import Block
-from worker.context import current
+from worker.context import current, worker_name
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def run_worker(settings: Settings | None = None, burst: bool = False) -> None:
     recover_dead_workers(queue)
     current().warm_up()
     # SimpleWorker runs jobs in this process: the model stays loaded (and CUDA is never forked).
-    worker = SimpleWorker([queue], connection=redis, name=f"{socket.gethostname()}.{os.getpid()}")
+    worker = SimpleWorker([queue], connection=redis, name=worker_name())
     worker.work(with_scheduler=True, burst=burst, logging_level="INFO")
 
 
@@ -43,7 +43,7 @@ def recover_dead_workers(queue: Queue) -> int:
         if job is not None and job.get_status() == JobStatus.STARTED:
             layer, z, x, y = job.args
             _free_lock(queue.connection, Block(layer, z, x, y), dead.name)
-            queue.started_job_registry.remove(job)
+            queue.started_job_registry.remove_executions(job)
             queue.enqueue_job(job)
             recovered += 1
             log.warning("requeued block job %s of dead worker %s", job.id, dead.name)

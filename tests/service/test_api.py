@@ -17,7 +17,7 @@ from app.tiles import Block, Tile
 from tests.conftest import KAMPALA_LAYER
 
 # Inside the Kampala test layer (root 19, max 22): a z19 tile and its block.
-TILE = Tile(309612, 261632, 19)
+TILE = Tile(309606, 261636, 19)
 URL = f"/tiles/{TILE.z}/{TILE.x}/{TILE.y}.png"
 
 
@@ -98,8 +98,8 @@ def test_head_has_get_headers_and_no_body(client, store):
         ("/tiles/18/154806/130816.png", 404, "zoom 18 is outside layer 'kampala' (19..22)"),
         ("/tiles/23/0/0.png", 404, "zoom 23 is outside layer"),
         ("/tiles/19/0/0.png", 404, "outside the bounds of layer 'kampala'"),
-        ("/tiles/nolayer/19/309612/261632.png", 404, "unknown layer 'nolayer'"),
-        ("/tiles/19/309612/261632.jpg", 415, "unknown tile format 'jpg'"),
+        ("/tiles/nolayer/19/309606/261636.png", 404, "unknown layer 'nolayer'"),
+        ("/tiles/19/309606/261636.jpg", 415, "unknown tile format 'jpg'"),
         ("/tiles/19/abc/261632.png", 422, "path.x"),
         ("/tiles/19/1.5/261632.png", 422, "path.x"),
         ("/tiles/19/309612/99999999999999999999999999.png", 404, "x and y must be in"),
@@ -148,14 +148,14 @@ def test_interim_tile_is_the_ancestor_quadrant_upsampled(client, store):
 def test_anonymous_misses_are_bounded_but_hits_are_not(client, store):
     put_block_of(store, TILE)
     # Two distinct z20 blocks (each needs no new ancestor: the z19 block is stored).
-    assert client.get("/tiles/20/619224/523264.png").status_code == 200
-    assert client.get("/tiles/20/619226/523264.png").status_code == 200
-    r = client.get("/tiles/20/619228/523264.png")
+    assert client.get("/tiles/20/619212/523272.png").status_code == 200
+    assert client.get("/tiles/20/619214/523272.png").status_code == 200
+    r = client.get("/tiles/20/619212/523274.png")
     assert r.status_code == 429
     assert r.json()["limit"] == 2 and int(r.headers["retry-after"]) > 0
     assert client.get(URL).status_code == 200  # cached tiles are never limited
     # A repeated miss of an already queued block costs nothing.
-    assert client.get("/tiles/20/619224/523265.png").status_code == 200
+    assert client.get("/tiles/20/619213/523273.png").status_code == 200
 
 
 def test_meta_endpoint(client, store):
@@ -163,7 +163,8 @@ def test_meta_endpoint(client, store):
     r = client.get(f"/tiles/{TILE.z}/{TILE.x}/{TILE.y}/meta")
     assert r.status_code == 200
     assert r.json()["block"] == [18, TILE.x // 2, TILE.y // 2] and r.json()["model"] == "test"
-    assert client.get("/tiles/19/309614/261632/meta").status_code == 404
+    missing = client.get("/tiles/20/619212/523272/meta")
+    assert missing.status_code == 404 and "not been generated" in missing.json()["error"]
 
 
 def test_tilejson_fields_and_proxy_urls(client):
@@ -172,7 +173,7 @@ def test_tilejson_fields_and_proxy_urls(client):
     assert tj["minzoom"] == 19 and tj["maxzoom"] == 22
     assert tj["bounds"] == KAMPALA_LAYER["bounds"]
     lon, lat, zoom = tj["center"]
-    assert 32.5933 < lon < 32.5957 and 0.3495 < lat < 0.3515 and 19 <= zoom <= 22
+    assert 32.5896 < lon < 32.5909 and 0.3475 < lat < 0.3488 and 19 <= zoom <= 22
     assert tj["attribution"] == KAMPALA_LAYER["attribution"]
     assert tj["tiles"] == ["http://testserver/tiles/{z}/{x}/{y}.png"]
     proxied = client.get(
