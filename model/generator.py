@@ -129,7 +129,7 @@ class Generator:
         scheduler: str | None = None,
         batch_invariant: bool | None = None,
     ) -> Generator:
-        """ "tiny" | "sd21" | "demo" | a checkpoint folder written by save_pretrained."""
+        """Load "tiny", "sd21", "demo" or a checkpoint folder written by save_pretrained."""
         _torch_dtype(dtype)  # fail before building anything large
         if name_or_path == "tiny":
             components = configs.build_tiny()

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from app.cli.generate import generate, mirror_to_block
-from tests.model.conftest import noise_image
+from tests.model.helpers import noise_image
 
 
 def run(*args: str | Path) -> tuple[int, str]:

@@ -16,7 +16,7 @@ from PIL import Image
 from model import BlockRequest, Generator, ScaleInfo
 from model.pipeline import sample_generator
 from model.schedulers import make_scheduler
-from tests.model.conftest import noise_image, pixels
+from tests.model.helpers import noise_image, pixels
 
 ROOT = Path(__file__).resolve().parents[2]
 
