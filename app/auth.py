@@ -29,4 +29,6 @@ def require_admin(request: Request, ctx: Context = Depends(get_context)) -> None
         if not has_admin_token(request, ctx):
             raise Unauthorized("this call needs 'Authorization: Bearer <MAPCASCADE_ADMIN_TOKEN>'")
     elif not is_loopback(request):
-        raise Forbidden("no MAPCASCADE_ADMIN_TOKEN is set, so admin calls are accepted from loopback only")
+        raise Forbidden(
+            "no MAPCASCADE_ADMIN_TOKEN is set, so admin calls are accepted from loopback only"
+        )

@@ -10,6 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 from enum import Enum
+from typing import cast
 
 from redis import Redis
 from rq import Queue, Retry
@@ -121,7 +122,7 @@ class Cascade:
 
     def _charge(self, client: str) -> None:
         key = _client_key(client)
-        ids = [m.decode() for m in self.redis.zrange(key, 0, -1)]
+        ids = [m.decode() for m in cast(list[bytes], self.redis.zrange(key, 0, -1))]
         done = [
             i for i, status in zip(ids, self._statuses(ids), strict=True) if status not in ACTIVE
         ]

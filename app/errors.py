@@ -75,7 +75,9 @@ STATUS_CODES: dict[type[Exception], int] = {
 }
 
 
-def error_response(status: int, message: str, headers: dict | None = None, **detail) -> JSONResponse:
+def error_response(
+    status: int, message: str, headers: dict | None = None, **detail
+) -> JSONResponse:
     # Errors are never cached: a 404 today may be a tile tomorrow, a 503 is transient.
     return JSONResponse(
         {"error": message, "status": status, **detail},

@@ -7,6 +7,7 @@ by whichever API process is scraped.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -45,7 +46,9 @@ class Metrics:
             registry=self.registry,
         )
         self.cache = Counter(
-            "mapcascade_tile_cache", "Tile requests by cache result", ["result"],
+            "mapcascade_tile_cache",
+            "Tile requests by cache result",
+            ["result"],
             registry=self.registry,
         )
         self.registry.register(_RedisCollector(redis, queue_depth))
@@ -60,9 +63,11 @@ class _RedisCollector:
         self.queue_depth = queue_depth
 
     def collect(self) -> Iterator:
-        gen = {k.decode(): int(v) for k, v in self.redis.hgetall(GENERATION_KEY).items()}
+        gen = {_text(k): int(v) for k, v in self.redis.hgetall(GENERATION_KEY).items()}
         yield CounterMetricFamily(
-            "mapcascade_generated_blocks", "Blocks generated and stored", gen.get("generated_blocks", 0)
+            "mapcascade_generated_blocks",
+            "Blocks generated and stored",
+            gen.get("generated_blocks", 0),
         )
         yield CounterMetricFamily(
             "mapcascade_generation_failures",
@@ -70,10 +75,11 @@ class _RedisCollector:
             gen.get("failures", 0),
         )
         yield CounterMetricFamily(
-            "mapcascade_generation_retries", "Failed generation attempts that were retried",
+            "mapcascade_generation_retries",
+            "Failed generation attempts that were retried",
             gen.get("retries", 0),
         )
-        raw = {k.decode(): float(v) for k, v in self.redis.hgetall(DURATION_KEY).items()}
+        raw = {_text(k): float(v) for k, v in self.redis.hgetall(DURATION_KEY).items()}
         buckets = [(str(b), raw.get(str(b), 0.0)) for b in DURATION_BUCKETS]
         buckets.append(("+Inf", raw.get("+Inf", 0.0)))
         yield HistogramMetricFamily(
@@ -88,6 +94,10 @@ class _RedisCollector:
         for state, count in self.queue_depth().items():
             depth.add_metric([state], count)
         yield depth
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RequestMetricsMiddleware:

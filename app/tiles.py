@@ -1,14 +1,22 @@
-"""Tile math of the quadtree cascade: tiles, blocks (2x2 children of a parent) and their ancestors."""
+"""Tile math of the quadtree cascade: tiles, blocks (the 2x2 children of a parent), ancestors."""
 
 from __future__ import annotations
 
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import mercantile
 
-Tile = mercantile.Tile
+
+class Tile(NamedTuple):
+    """An XYZ tile; field order as mercantile's, so the two mix freely."""
+
+    x: int
+    y: int
+    z: int
+
 
 MAX_ZOOM = 30
 TILE_SIZE = 256
@@ -91,7 +99,7 @@ def ground_resolution(zoom: int, lat: float) -> float:
 
 def tiles_in_bbox(bbox: tuple[float, float, float, float], zoom: int) -> list[Tile]:
     west, south, east, north = bbox
-    return list(mercantile.tiles(west, south, east, north, zooms=[zoom]))
+    return [Tile(*t) for t in mercantile.tiles(west, south, east, north, zooms=[zoom])]
 
 
 def intersects(tile: Tile, bbox: tuple[float, float, float, float]) -> bool:

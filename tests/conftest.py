@@ -87,10 +87,14 @@ class WorkerProcesses:
     def __init__(self) -> None:
         self.processes: list[subprocess.Popen] = []
 
-    def start(self, settings: Settings, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(
+        self, settings: Settings, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         env = {**settings_env(settings), **(extra_env or {})}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"], env=env, cwd=ROOT,
+            [sys.executable, "-m", "app.cli", "worker"],
+            env=env,
+            cwd=ROOT,
             start_new_session=True,
         )
         self.processes.append(proc)

@@ -60,7 +60,9 @@ def block_request(block: Block, imagery: Mosaic, reference: Reference, seed: int
     zoom = block.child_zoom
     lat = mercantile.ul(block.x + 0.5, block.y + 0.5, block.z).lat  # centre of the block
     scale = ScaleInfo(
-        zoom=zoom, lat=lat, ref_zoom=zoom - reference.span // 2 if reference.span else None,
+        zoom=zoom,
+        lat=lat,
+        ref_zoom=zoom - reference.span // 2 if reference.span else None,
         span=reference.span,
     )
     return BlockRequest(
@@ -90,7 +92,9 @@ def png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def blocks_covering(layer: str, bbox: tuple[float, float, float, float], child_zoom: int) -> list[Block]:
+def blocks_covering(
+    layer: str, bbox: tuple[float, float, float, float], child_zoom: int
+) -> list[Block]:
     """Blocks whose children at `child_zoom` cover the bbox, ordered row by row."""
     parents = {parent_of(t) for t in mercantile.tiles(*bbox, zooms=[child_zoom])}
     return sorted((Block(layer, p.z, p.x, p.y) for p in parents), key=lambda b: (b.y, b.x))

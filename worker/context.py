@@ -1,4 +1,4 @@
-"""Per-process worker state: settings, store, Redis, and the models and imagery sources, loaded once."""
+"""Per-process worker state: settings, store, Redis, models and imagery sources, loaded once."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def model_location(model: str, settings: Settings) -> str:
 
 
 def worker_name() -> str:
-    """This process's RQ worker name; block lock tokens carry it (see `runner.recover_dead_workers`)."""
+    """This process's RQ worker name; block lock tokens carry it (`runner.recover_dead_workers`)."""
     return f"{socket.gethostname()}.{os.getpid()}"
 
 

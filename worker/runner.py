@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import cast
 
 from redis import Redis
 from rq import Queue, SimpleWorker, Worker
@@ -52,7 +53,7 @@ def recover_dead_workers(queue: Queue) -> int:
 
 
 def _free_lock(redis: Redis, block: Block, worker_name: str) -> None:
-    token = redis.get(lock_name(block))
+    token = cast(bytes | None, redis.get(lock_name(block)))
     if token is not None and token.decode().startswith(f"{worker_name}|"):
         redis.delete(lock_name(block))
 

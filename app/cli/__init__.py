@@ -7,7 +7,11 @@ import importlib
 import click
 
 COMMANDS = {
-    "serve": ("app.cli.serve", "serve", "Run everything on this machine: Redis, a worker, the API."),
+    "serve": (
+        "app.cli.serve",
+        "serve",
+        "Run everything on this machine: Redis, a worker, the API.",
+    ),
     "api": ("app.cli.serve", "api", "Run the HTTP API only (uvicorn)."),
     "worker": ("app.cli.serve", "worker", "Run one generation worker."),
     "seed": ("app.cli.seed", "seed", "Pre-generate a bounding box over a zoom range."),

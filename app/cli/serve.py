@@ -22,7 +22,10 @@ WORKER_RESTART_DELAY = 1.0
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the API binds.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
-    "--data-dir", default="./data", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+    "--data-dir",
+    default="./data",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
     help="Tiles, block metadata and the Redis snapshot.",
 )
 def serve(host: str, port: int, data_dir: Path) -> None:
@@ -89,16 +92,27 @@ class WorkerSupervisor:
 @click.command("api")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
-              help="uvicorn processes.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="uvicorn processes.",
+)
 def api(host: str, port: int, workers: int) -> None:
     """The HTTP API only, against MAPCASCADE_REDIS_URL (Docker: the `api` service)."""
     from app.settings import Settings
 
     Settings().default_layer  # noqa: B018 - fail fast on a bad layers file, before forking
     uvicorn.run(
-        "app.main:create_app", factory=True, host=host, port=port, workers=workers,
-        proxy_headers=True, forwarded_allow_ips="*", log_level="info",
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+        log_level="info",
     )
 
 

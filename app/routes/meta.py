@@ -71,9 +71,13 @@ def ready(ctx: Context = Depends(get_context)) -> JSONResponse:
         ctx.redis.ping()
         workers = Worker.count(queue=ctx.cascade.queue)
     except RedisError as e:
-        return JSONResponse({"status": "unavailable", "redis": f"unreachable: {e}"}, status_code=503)
+        return JSONResponse(
+            {"status": "unavailable", "redis": f"unreachable: {e}"}, status_code=503
+        )
     body = {"status": "ready" if workers else "unavailable", "redis": "ok", "workers": workers}
-    return JSONResponse(body, status_code=200 if workers else 503, headers={"Cache-Control": "no-store"})
+    return JSONResponse(
+        body, status_code=200 if workers else 503, headers={"Cache-Control": "no-store"}
+    )
 
 
 @router.get("/metrics", summary="Prometheus metrics")

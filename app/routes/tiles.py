@@ -53,7 +53,12 @@ def tile_in_layer(layer: Layer, z: int, x: int, y: int, fmt: str) -> Tile:
 
 @router.api_route("/tiles/{z}/{x}/{y}.{fmt}", methods=["GET", "HEAD"], summary="Default layer tile")
 async def default_tile(
-    request: Request, z: int, x: int, y: int, fmt: str, wait: Wait = None,
+    request: Request,
+    z: int,
+    x: int,
+    y: int,
+    fmt: str,
+    wait: Wait = None,
     ctx: Context = Depends(get_context),
 ) -> Response:
     return await serve_tile(request, ctx, ctx.layer(None), z, x, y, fmt, wait)
@@ -61,7 +66,13 @@ async def default_tile(
 
 @router.api_route("/tiles/{layer}/{z}/{x}/{y}.{fmt}", methods=["GET", "HEAD"], summary="Layer tile")
 async def layer_tile(
-    request: Request, layer: str, z: int, x: int, y: int, fmt: str, wait: Wait = None,
+    request: Request,
+    layer: str,
+    z: int,
+    x: int,
+    y: int,
+    fmt: str,
+    wait: Wait = None,
     ctx: Context = Depends(get_context),
 ) -> Response:
     return await serve_tile(request, ctx, ctx.layer(layer), z, x, y, fmt, wait)
@@ -73,7 +84,9 @@ async def default_meta(z: int, x: int, y: int, ctx: Context = Depends(get_contex
 
 
 @router.get("/tiles/{layer}/{z}/{x}/{y}/meta", summary="How a layer's tile was generated")
-async def layer_meta(layer: str, z: int, x: int, y: int, ctx: Context = Depends(get_context)) -> dict:
+async def layer_meta(
+    layer: str, z: int, x: int, y: int, ctx: Context = Depends(get_context)
+) -> dict:
     return tile_meta(ctx, ctx.layer(layer), z, x, y)
 
 
@@ -87,7 +100,13 @@ def tile_meta(ctx: Context, layer: Layer, z: int, x: int, y: int) -> dict:
 
 
 async def serve_tile(
-    request: Request, ctx: Context, layer: Layer, z: int, x: int, y: int, fmt: str,
+    request: Request,
+    ctx: Context,
+    layer: Layer,
+    z: int,
+    x: int,
+    y: int,
+    fmt: str,
     wait: float | None,
 ) -> Response:
     tile = tile_in_layer(layer, z, x, y, fmt)
@@ -98,20 +117,25 @@ async def serve_tile(
     ctx.metrics.cache.labels("miss").inc()
 
     block = Block.of(layer.name, tile)
-    client = None if has_admin_token(request, ctx) else (request.client.host if request.client else "?")
+    client = (
+        None if has_admin_token(request, ctx) else (request.client.host if request.client else "?")
+    )
     try:
         state = await run_in_threadpool(ctx.cascade.ensure, layer, block, client)
     except RateLimited as e:
         raise TooManyPending(
             f"too many tiles being generated for you: {e}; cached tiles stay available",
-            retry_after=5, outstanding=e.outstanding, limit=e.limit,
+            retry_after=5,
+            outstanding=e.outstanding,
+            limit=e.limit,
         ) from None
     wait = min(ctx.settings.wait_default if wait is None else wait, ctx.settings.wait_max)
     state = await wait_for_block(ctx, block, state, wait)
     if state.state == State.FAILED:
         raise GenerationFailed(
             f"generating tile {z}/{x}/{y} failed: {state.reason}",
-            retry_after=state.retry_after, job=state.job_id,
+            retry_after=state.retry_after,
+            job=state.job_id,
         )
     stored = ctx.store.get(layer.name, tile)
     if stored is not None:

@@ -74,7 +74,10 @@ def test_conditional_requests_answer_304(client, store):
     assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == etag
     assert client.get(URL, headers={"If-None-Match": '"other"'}).status_code == 200
     assert client.get(URL, headers={"If-Modified-Since": modified}).status_code == 304
-    assert client.get(URL, headers={"If-Modified-Since": formatdate(0, usegmt=True)}).status_code == 200
+    assert (
+        client.get(URL, headers={"If-Modified-Since": formatdate(0, usegmt=True)}).status_code
+        == 200
+    )
     assert client.get(URL, headers={"If-Modified-Since": "not a date"}).status_code == 200
     # If-None-Match wins over If-Modified-Since
     both = {"If-None-Match": '"other"', "If-Modified-Since": modified}
@@ -178,8 +181,11 @@ def test_tilejson_fields_and_proxy_urls(client):
     assert tj["tiles"] == ["http://testserver/tiles/{z}/{x}/{y}.png"]
     proxied = client.get(
         "/tiles.json",
-        headers={"X-Forwarded-Host": "maps.example.org", "X-Forwarded-Proto": "https",
-                 "X-Forwarded-Prefix": "/cascade/"},
+        headers={
+            "X-Forwarded-Host": "maps.example.org",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Prefix": "/cascade/",
+        },
     ).json()
     assert proxied["tiles"] == ["https://maps.example.org/cascade/tiles/{z}/{x}/{y}.png"]
     assert client.get("/kampala/tiles.json").json()["name"] == "kampala"
