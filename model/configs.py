@@ -135,6 +135,68 @@ def build_tiny() -> Components:
         )
 
 
+# demo: a CPU-sized SCGM model trained from scratch by `mapcascade train --config demo`.
+# A factor-4 autoencoder (maps are flat colours with 1-3 px roads: factor 8 smears them) gives a
+# 128x128x4 latent for a 512 block; the UNet and MFEncoder stay narrow at full resolution and
+# put attention only on the two coarsest levels, so one denoising step costs ~6 GFLOP.
+DEMO_UNET = {
+    "sample_size": 128,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (32, 64, 128, 128),
+    "down_block_types": ("DownBlock2D", "DownBlock2D") + ("CrossAttnDownBlock2D",) * 2,
+    "up_block_types": ("CrossAttnUpBlock2D",) * 2 + ("UpBlock2D", "UpBlock2D"),
+    "layers_per_block": 1,
+    "cross_attention_dim": 64,
+    "attention_head_dim": 4,
+    "use_linear_projection": True,
+    "norm_num_groups": 8,
+}
+DEMO_VAE = {
+    **SD21_VAE,
+    "down_block_types": ("DownEncoderBlock2D",) * 3,
+    "up_block_types": ("UpDecoderBlock2D",) * 3,
+    "block_out_channels": (16, 32, 64),
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    # Mid-block attention over 128x128 latents would cost more than the rest of the model.
+    "mid_block_add_attention": False,
+}
+DEMO_TEXT = {"kind": "numeric", "context_dim": 64, "num_tokens": 4, "hidden": 64}
+# Two stages: the condition map lands on the factor-4 latent grid (128x128 for a block).
+DEMO_MFENCODER = {
+    "stem_channels": 16,
+    "channels": (16, 32),
+    "spade_hidden": 32,
+    "spade_norm": "group",
+    "out_channels": 64,
+}
+# Trained from scratch, so no SD-latent-sized damping of the features.
+DEMO_SFADAPTER = {
+    "in_channels": 64,
+    "channels": (32, 64, 128, 128),
+    "num_res_blocks": 1,
+    "feature_scale": 1.0,
+}
+DEMO_STEPS = 12
+DEMO_SCHEDULER = "ddim"
+
+
+def build_demo(seed: int = 0) -> Components:
+    """The demo architecture with fresh weights: the starting point of its training."""
+    with seeded(seed):
+        return Components(
+            name="demo",
+            unet=UNet2DConditionModel(**DEMO_UNET),
+            vae=AutoencoderKL(**DEMO_VAE),
+            mfencoder=MFEncoder(**DEMO_MFENCODER),
+            sfadapter=SFAdapter(**DEMO_SFADAPTER),
+            scale_encoder=ScaleEncoder(**DEMO_TEXT),
+            steps=DEMO_STEPS,
+            scheduler=DEMO_SCHEDULER,
+        )
+
+
 def build_sd21(
     random_weights: bool = False,
     sd: str | None = None,

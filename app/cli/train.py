@@ -1,0 +1,108 @@
+"""`mapcascade train`: train a generator config on a CSCMG-layout data set, resumable."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import click
+
+DEFAULT_VAE_STEPS = {"demo": 1500, "tiny": 0, "sd21": 0}
+DEFAULT_LR = {"demo": 3e-4, "tiny": 3e-4, "sd21": 5e-5}
+
+
+@click.command(help="Train a model config on a CSCMG-layout data set (see docs/training.md).")
+@click.option("--config", type=click.Choice(["demo", "tiny", "sd21"]), default="demo")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Data set folder (rs_256/, map_256/, ref_scale_*_256/, train.csv).",
+)
+@click.option("--split", default="train", show_default=True, help="Tile list: SPLIT.csv.")
+@click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option(
+    "--vae-steps",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Autoencoder steps before the diffusion steps (default: 1500 for demo, else 0).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--crop", type=click.IntRange(min=32), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint exactly.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+def train(
+    config: str,
+    data: Path,
+    split: str,
+    steps: int,
+    vae_steps: int | None,
+    batch_size: int,
+    crop: int,
+    lr: float | None,
+    out: Path | None,
+    resume: bool,
+    checkpoint_every: int,
+    seed: int,
+    device: str,
+    threads: int,
+) -> None:
+    if crop % 32:
+        raise click.BadParameter(f"{crop} is not a multiple of 32", param_hint="--crop")
+    out = out or Path("runs") / config
+    if resume and not (out / "checkpoint" / "trainer.pt").is_file():
+        raise click.BadParameter(f"no checkpoint in {out} to resume", param_hint="--resume")
+    if not resume and (out / "checkpoint").exists():
+        raise click.BadParameter(
+            f"{out} already holds a checkpoint: pass --resume or another --out",
+            param_hint="--out",
+        )
+
+    import torch  # late: `mapcascade --help` must not import torch
+    from tqdm import tqdm
+
+    from model.train import Trainer, TrainOptions
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    options = TrainOptions(
+        config=config,
+        data=str(data),
+        out=str(out),
+        split=split or None,
+        steps=steps,
+        vae_steps=DEFAULT_VAE_STEPS[config] if vae_steps is None else vae_steps,
+        batch_size=batch_size,
+        vae_batch_size=batch_size,
+        crop=crop,
+        vae_crop=crop,
+        lr=DEFAULT_LR[config] if lr is None else lr,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
+        device=device,
+    )
+    try:
+        trainer = Trainer(options, resume=resume)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.UsageError(str(e)) from e
+    bar = tqdm(total=trainer.total_steps, initial=trainer.step, unit="step", dynamic_ncols=True)
+    started, samples = time.monotonic(), 0
+
+    def on_step(result):  # noqa: ANN001, ANN202 - local callback
+        nonlocal samples
+        samples += result.samples
+        rate = samples / max(1e-9, time.monotonic() - started)
+        bar.set_postfix(phase=result.phase, loss=f"{result.loss:.4f}", samples_s=f"{rate:.1f}")
+        bar.update(1)
+
+    trainer.run(on_step)
+    bar.close()
+    click.echo(f"done: {trainer.step} steps; weights to ship in {out / 'export'}")

@@ -1,0 +1,323 @@
+"""Training of a generator: first its autoencoder on map crops (demo only), then the diffusion
+model (UNet + MFEncoder + SFAdapter + scale encoder) on imagery/reference/map samples.
+
+One global step counter runs through both phases (autoencoder steps first), so `--resume`
+needs nothing but the output folder. The denoiser is trained for epsilon prediction on the SD
+schedule (what model/schedulers.py samples with) with min-SNR weighting, which converges
+several times faster than the plain loss, and an EMA of its weights is what gets exported.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+
+from model import configs
+from model.configs import Components
+from model.generator import load_components
+from model.injection import inject_features
+from model.schedulers import TRAIN_SCHEDULE
+from model.train_checkpoint import (
+    CHECKPOINT,
+    load_trainer_state,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
+from model.train_data import Augment, Batch, TileDataset
+
+logger = logging.getLogger(__name__)
+
+TRAINABLE_CONFIGS = ("demo", "tiny", "sd21")
+DENOISER_MODULES = ("unet", "mfencoder", "sfadapter", "scale_encoder")
+
+
+@dataclass
+class TrainOptions:
+    config: str = "demo"
+    data: str = "."
+    out: str = "runs/demo"
+    split: str | None = "train"
+    steps: int = 2000  # diffusion steps
+    vae_steps: int = 0  # autoencoder steps, run first (demo: its VAE is trained from scratch)
+    batch_size: int = 8
+    vae_batch_size: int = 8
+    crop: int = 128
+    vae_crop: int = 128
+    lr: float = 3e-4
+    vae_lr: float = 1e-3
+    warmup: int = 100
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.999
+    kl_weight: float = 1e-6
+    checkpoint_every: int = 200
+    seed: int = 0
+    device: str = "cpu"
+    augment: Augment = field(default_factory=Augment)
+
+
+@dataclass
+class StepResult:
+    step: int
+    phase: str
+    loss: float
+    samples: int
+
+
+def build_components(config: str, seed: int) -> Components:
+    if config == "demo":
+        return configs.build_demo(seed)
+    if config == "tiny":
+        return configs.build_tiny()
+    if config == "sd21":
+        return configs.build_sd21()
+    raise ValueError(f"cannot train config {config!r} ({', '.join(TRAINABLE_CONFIGS)})")
+
+
+def trainable_parameters(config: str, components: Components) -> list[torch.nn.Parameter]:
+    """sd21 fine-tunes as the paper: MFEncoder, SFAdapter and the UNet attention layers (the
+    pretrained UNet and CLIP text tower stay frozen); small configs train their whole denoiser."""
+    params = [*components.mfencoder.parameters(), *components.sfadapter.parameters()]
+    if config == "sd21":
+        return params + [p for n, p in components.unet.named_parameters() if ".attentions." in n]
+    return params + [*components.unet.parameters(), *components.scale_encoder.parameters()]
+
+
+def normalize_latents(vae: torch.nn.Module, maps: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Fold per-channel latent mean/std into quant_conv and post_quant_conv, so the diffusion
+    model sees zero-mean unit-variance latents and the pipeline's plain `latents /
+    scaling_factor` (no shift) stays right with scaling_factor 1."""
+    with torch.no_grad():
+        latents = vae.encode(maps).latent_dist.mean
+        mean = latents.mean(dim=(0, 2, 3))
+        std = latents.std(dim=(0, 2, 3)).clamp_min(1e-4)
+        channels = mean.numel()
+        quant, post = vae.quant_conv, vae.post_quant_conv
+        # Rows 0..C-1 of quant_conv give the posterior mean, C..2C-1 its log-variance.
+        quant.weight[:channels] /= std[:, None, None, None]
+        quant.bias[:channels] = (quant.bias[:channels] - mean) / std
+        quant.bias[channels:] -= 2 * torch.log(std)
+        post.bias += (post.weight[:, :, 0, 0] * mean[None]).sum(dim=1)
+        post.weight.mul_(std[None, :, None, None])
+    vae.register_to_config(scaling_factor=1.0)
+    return mean.tolist(), std.tolist()
+
+
+class Trainer:
+    def __init__(self, options: TrainOptions, resume: bool = False) -> None:
+        self.options = options
+        self.out = Path(options.out)
+        self.device = torch.device(options.device)
+        self.rng = torch.Generator("cpu").manual_seed(options.seed)
+        torch.manual_seed(options.seed)
+        state = load_trainer_state(self.out) if resume else None
+        if state is not None:
+            self.components = load_components(self.out / CHECKPOINT / "generator")
+        else:
+            self.components = build_components(options.config, options.seed)
+        self.modules = {
+            "unet": self.components.unet,
+            "vae": self.components.vae,
+            "mfencoder": self.components.mfencoder,
+            "sfadapter": self.components.sfadapter,
+            "scale_encoder": self.components.scale_encoder,
+        }
+        for module in self.modules.values():
+            module.to(self.device).train().requires_grad_(False)
+        params = trainable_parameters(options.config, self.components)
+        for p in params:
+            p.requires_grad_(True)
+        if options.vae_steps > 0:
+            self.components.vae.requires_grad_(True)
+        self.vae_optimizer = torch.optim.AdamW(
+            self.components.vae.parameters(), lr=options.vae_lr, weight_decay=0.0
+        )
+        self.optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=0.01)
+        self.ema: dict[str, torch.Tensor] = {
+            f"{key}.{n}": t.detach().clone()
+            for key in DENOISER_MODULES
+            for n, t in self.modules[key].state_dict().items()
+        }
+        self.noise_schedule = DDPMScheduler(**TRAIN_SCHEDULE)
+        self.alphas_cumprod = self.noise_schedule.alphas_cumprod.to(self.device)
+        self.step = 0
+        self.latents_normalized = options.vae_steps == 0
+        self.latent_stats: dict[str, list[float]] = {}
+        if state is not None:
+            self._restore(state)
+        self.data = TileDataset(options.data, options.split)
+
+    @property
+    def total_steps(self) -> int:
+        return self.options.vae_steps + self.options.steps
+
+    def phase(self) -> str:
+        return "autoencoder" if self.step < self.options.vae_steps else "diffusion"
+
+    def run(self, on_step: Callable[[StepResult], None] | None = None) -> None:
+        every = self.options.checkpoint_every
+        while self.step < self.total_steps:
+            result = self.train_step()
+            self._log(result)
+            if on_step is not None:
+                on_step(result)
+            if self.step % every == 0 or self.step == self.total_steps:
+                self.save()
+
+    def train_step(self) -> StepResult:
+        phase = self.phase()
+        if phase == "diffusion" and not self.latents_normalized:
+            self._normalize_latents()
+        self._set_lr()
+        if phase == "autoencoder":
+            loss, samples = self._autoencoder_step(), self.options.vae_batch_size
+        else:
+            loss, samples = self._diffusion_step(), self.options.batch_size
+        self.step += 1
+        return StepResult(self.step, phase, loss, samples)
+
+    def _set_lr(self) -> None:
+        o = self.options
+        if self.phase() == "autoencoder":
+            optimizer, base, done = self.vae_optimizer, o.vae_lr, self.step
+        else:
+            optimizer, base, done = self.optimizer, o.lr, self.step - o.vae_steps
+        for group in optimizer.param_groups:
+            group["lr"] = base * min(1.0, (done + 1) / max(1, o.warmup))
+
+    def _autoencoder_step(self) -> float:
+        o, vae = self.options, self.components.vae
+        maps = self.data.map_batch(o.vae_batch_size, o.vae_crop, self.rng).to(self.device)
+        posterior = vae.encode(maps).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=self.rng).to(self.device)
+        recon = vae.decode(posterior.mean + posterior.std * noise).sample
+        # L1 keeps flat colours and edges sharp; MSE weighs the rare large errors (thin roads).
+        loss = F.l1_loss(recon, maps) + F.mse_loss(recon, maps)
+        loss = loss + o.kl_weight * posterior.kl().mean()
+        self.vae_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        self.vae_optimizer.step()
+        return loss.detach().item()
+
+    def diffusion_loss(self, batch: Batch) -> torch.Tensor:
+        c, device = self.components, self.device
+        with torch.no_grad():
+            vae = c.vae
+            latents = vae.encode(batch.target.to(device)).latent_dist.mean
+            latents = latents * vae.config.scaling_factor
+        noise = torch.randn(latents.shape, generator=self.rng).to(device)
+        t = torch.randint(0, len(self.alphas_cumprod), (latents.shape[0],), generator=self.rng)
+        t = t.to(device)
+        noisy = self.noise_schedule.add_noise(latents, noise, t)
+        condition = c.mfencoder(
+            batch.imagery.to(device), batch.reference.to(device), batch.has_reference.to(device)
+        )
+        features = c.sfadapter(condition)
+        context = c.scale_encoder(batch.scales)
+        with inject_features(c.unet, features):
+            pred = c.unet(noisy, t, encoder_hidden_states=context).sample
+        alpha = self.alphas_cumprod[t]
+        snr = alpha / (1 - alpha)
+        weight = snr.clamp(max=self.options.min_snr_gamma) / snr
+        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        return (per_sample * weight).mean()
+
+    def _diffusion_step(self) -> float:
+        o = self.options
+        batch = self.data.batch(o.batch_size, o.crop, self.rng, o.augment)
+        loss = self.diffusion_loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        self.optimizer.step()
+        self._update_ema()
+        return loss.detach().item()
+
+    def _update_ema(self) -> None:
+        done = self.step - self.options.vae_steps + 1
+        decay = min(self.options.ema_decay, (1 + done) / (10 + done))
+        with torch.no_grad():
+            for key in DENOISER_MODULES:
+                for n, t in self.modules[key].state_dict().items():
+                    shadow = self.ema[f"{key}.{n}"]
+                    if t.is_floating_point():
+                        shadow.lerp_(t, 1 - decay)
+                    else:
+                        shadow.copy_(t)
+
+    def _normalize_latents(self) -> None:
+        maps = self.data.map_batch(64, self.options.vae_crop, self.rng).to(self.device)
+        mean, std = normalize_latents(self.components.vae, maps)
+        self.latent_stats = {"mean": mean, "std": std}
+        self.latents_normalized = True
+        logger.info("latent mean %s std %s folded into the autoencoder", mean, std)
+
+    def ema_modules(self) -> dict[str, torch.nn.Module]:
+        """Copies of the modules carrying the EMA weights (the VAE is not averaged)."""
+        out: dict[str, torch.nn.Module] = {"vae": self.components.vae}
+        for key in DENOISER_MODULES:
+            module = self.modules[key]
+            copy = type(module).from_config(module.config)
+            prefix = f"{key}."
+            copy.load_state_dict(
+                {k[len(prefix) :]: v for k, v in self.ema.items() if k.startswith(prefix)}
+            )
+            out[key] = copy
+        return {k: out[k] for k in self.modules}
+
+    def save(self) -> None:
+        state: dict[str, Any] = {
+            "step": self.step,
+            "options": asdict(self.options),
+            "optimizer": self.optimizer.state_dict(),
+            "vae_optimizer": self.vae_optimizer.state_dict(),
+            "ema": self.ema,
+            "rng": rng_state(self.rng),
+            "latents_normalized": self.latents_normalized,
+            "latent_stats": self.latent_stats,
+        }
+        c = self.components
+        ema = self.ema_modules() if self.step > self.options.vae_steps else None
+        save_checkpoint(self.out, c.name, self.modules, ema, c.steps, c.scheduler, state)
+        logger.info("checkpoint at step %d in %s", self.step, self.out)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.vae_optimizer.load_state_dict(state["vae_optimizer"])
+        self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
+        self.latents_normalized = bool(state["latents_normalized"])
+        self.latent_stats = state.get("latent_stats", {})
+        restore_rng(state["rng"], self.rng)
+        self._trim_log()
+
+    def _log(self, result: StepResult) -> None:
+        path = self.out / "losses.csv"
+        self.out.mkdir(parents=True, exist_ok=True)
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["step", "phase", "loss", "time"])
+            writer.writerow([result.step, result.phase, f"{result.loss:.6f}", f"{time.time():.1f}"])
+
+    def _trim_log(self) -> None:
+        """Drop loss rows past the checkpoint: the resumed run redoes those steps."""
+        path = self.out / "losses.csv"
+        if not path.exists():
+            return
+        rows = list(csv.reader(path.open(newline="")))
+        kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= self.step]
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows(kept)

@@ -1,0 +1,228 @@
+"""Training samples from a CSCMG-layout data set, with the augmentations the paper lacks.
+
+Layout (what `mapcascade dataset build` writes, and the official SCGM data code reads):
+`{rs_256,map_256,ref_scale_2_256,ref_scale_4_256}/{z}_{x}_{y}.png` plus tile-list CSVs with a
+`tilename` column. A tile's reference images are already cut and upsampled to its frame, so a
+256 px tile (or a crop of it) is a miniature block: the models are convolutional and serve
+512 px blocks with the same per-pixel statistics.
+
+Every random draw goes through one explicit torch.Generator, so a run resumed from a
+checkpoint (which stores that generator's state) draws exactly what the uninterrupted run drew.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from model.scale import ScaleInfo
+
+logger = logging.getLogger(__name__)
+
+FOLDERS = {"imagery": "rs_256", "map": "map_256", 2: "ref_scale_2_256", 4: "ref_scale_4_256"}
+
+
+@dataclass
+class Augment:
+    """Probabilities and strengths of the train-time augmentations."""
+
+    reference_dropout: float = 0.15  # the root zoom is generated without a reference
+    span4: float = 0.6  # 4X where the tile has one, else 2X (the service prefers 4X)
+    degrade: float = 0.9  # generated references at serve time are never clean
+    blur_sigma: float = 1.5  # max Gaussian blur of the reference, px
+    noise_std: float = 0.06  # max additive noise, in [-1, 1] units
+    jitter: float = 0.06  # max per-channel gain and offset deviation
+    shift: int = 3  # max translation, px
+    dihedral: bool = True  # joint flips/rot90 of imagery, reference and target
+
+
+@dataclass
+class Batch:
+    imagery: torch.Tensor  # B x 3 x H x W in [-1, 1]
+    target: torch.Tensor  # B x 3 x H x W map in [-1, 1]
+    reference: torch.Tensor  # B x 3 x H x W in [-1, 1]; zeros where has_reference is False
+    has_reference: torch.Tensor  # B bools
+    scales: list[ScaleInfo]
+
+
+def tile_latitude(z: int, y: float) -> float:
+    """Latitude of global tile row y (fractional) at zoom z."""
+    n = math.pi - 2 * math.pi * y / 2**z
+    return math.degrees(math.atan(math.sinh(n)))
+
+
+def read_tile_list(root: Path, split: str | None) -> list[str]:
+    """Tile names of a split: `{split}.csv` (or any `*{split}*.csv`) with a tilename column;
+    without a split, every map tile."""
+    if split is None:
+        return sorted(p.stem for p in (root / FOLDERS["map"]).glob("*.png"))
+    candidates = [root / f"{split}.csv", *sorted(root.glob(f"*{split}*.csv"))]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"{root} has no tile list for split {split!r} ({split}.csv)")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and "tilename" not in rows[0]:
+        raise ValueError(f"{path} has no 'tilename' column")
+    return [Path(row["tilename"]).stem for row in rows]
+
+
+def _load(path: Path) -> torch.Tensor:
+    array = np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+class TileDataset:
+    """All tiles of a split, held in memory as uint8 (a few thousand tiles are a few GB)."""
+
+    def __init__(self, root: str | Path, split: str | None = "train") -> None:
+        self.root = Path(root)
+        names = read_tile_list(self.root, split)
+        self.names: list[str] = []
+        self.zooms: list[int] = []
+        self.lats: list[float] = []
+        self.images: dict[str | int, list[torch.Tensor | None]] = {k: [] for k in FOLDERS}
+        for name in names:
+            paths = {k: self.root / folder / f"{name}.png" for k, folder in FOLDERS.items()}
+            if not (paths["imagery"].is_file() and paths["map"].is_file()):
+                logger.warning("tile %s lacks imagery or map; skipped", name)
+                continue
+            z, x, y = (int(v) for v in name.split("_"))
+            self.names.append(name)
+            self.zooms.append(z)
+            self.lats.append(tile_latitude(z, y + 0.5))
+            for key, path in paths.items():
+                self.images[key].append(_load(path) if path.is_file() else None)
+        if not self.names:
+            raise ValueError(f"no usable tiles in {self.root} (split {split!r})")
+        self.size = self.images["map"][0].shape[-1]
+        logger.info("loaded %d tiles from %s", len(self.names), self.root)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def map_batch(self, batch_size: int, crop: int, rng: torch.Generator) -> torch.Tensor:
+        """Map crops only (autoencoder training), flipped/rotated at random."""
+        out = []
+        for _ in range(batch_size):
+            i = int(torch.randint(len(self), (1,), generator=rng))
+            target = _to_float(self.images["map"][i])
+            out.append(_dihedral(_crop([target], crop, rng)[0], rng))
+        return torch.stack(out)
+
+    def batch(self, batch_size: int, crop: int, rng: torch.Generator, augment: Augment) -> Batch:
+        imagery, target, reference, has_ref, scales = [], [], [], [], []
+        for _ in range(batch_size):
+            i = int(torch.randint(len(self), (1,), generator=rng))
+            span = self._pick_span(i, rng, augment)
+            img = _to_float(self.images["imagery"][i])
+            tgt = _to_float(self.images["map"][i])
+            ref_u8 = self.images[span][i] if span else None
+            ref = _to_float(ref_u8) if ref_u8 is not None else torch.zeros_like(img)
+            img, tgt, ref = _crop([img, tgt, ref], crop, rng)
+            if augment.dihedral:
+                k, flip = _draw_dihedral(rng)
+                img, tgt, ref = (_apply_dihedral(t, k, flip) for t in (img, tgt, ref))
+            if span and float(torch.rand((), generator=rng)) < augment.degrade:
+                ref = degrade_reference(ref, rng, augment)
+            zoom = self.zooms[i]
+            scales.append(ScaleInfo.cascade(zoom, lat=self.lats[i], span=span))
+            imagery.append(img)
+            target.append(tgt)
+            reference.append(ref)
+            has_ref.append(span != 0)
+        return Batch(
+            torch.stack(imagery),
+            torch.stack(target),
+            torch.stack(reference),
+            torch.tensor(has_ref),
+            scales,
+        )
+
+    def _pick_span(self, i: int, rng: torch.Generator, augment: Augment) -> int:
+        # Draw every number whatever the outcome, so the stream stays aligned across tiles.
+        drop, four = torch.rand(2, generator=rng).tolist()
+        available = [s for s in (4, 2) if self.images[s][i] is not None]
+        if not available or drop < augment.reference_dropout:
+            return 0
+        if 4 in available and (four < augment.span4 or 2 not in available):
+            return 4
+        return 2 if 2 in available else 4
+
+
+def _to_float(image: torch.Tensor) -> torch.Tensor:
+    return image.float() / 127.5 - 1.0
+
+
+def _crop(images: list[torch.Tensor], size: int, rng: torch.Generator) -> list[torch.Tensor]:
+    height, width = images[0].shape[-2:]
+    if size > min(height, width):
+        raise ValueError(f"crop {size} is larger than the {width}x{height} tiles")
+    top = int(torch.randint(height - size + 1, (1,), generator=rng))
+    left = int(torch.randint(width - size + 1, (1,), generator=rng))
+    return [t[..., top : top + size, left : left + size] for t in images]
+
+
+def _draw_dihedral(rng: torch.Generator) -> tuple[int, bool]:
+    k, flip = torch.randint(0, 4, (2,), generator=rng).tolist()
+    return k, flip % 2 == 1
+
+
+def _apply_dihedral(image: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    image = torch.rot90(image, k, dims=(-2, -1))
+    return image.flip(-1) if flip else image
+
+
+def _dihedral(image: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    return _apply_dihedral(image, *_draw_dihedral(rng))
+
+
+def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, math.ceil(2.5 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=image.dtype)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = image.shape[0]
+    padded = F.pad(image[None], (radius, radius, radius, radius), mode="replicate")
+    horizontal = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    vertical = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    out = F.conv2d(padded, horizontal, groups=channels)
+    return F.conv2d(out, vertical, groups=channels)[0]
+
+
+def _shift(image: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """Translate by (dx, dy) px, repeating the edge (a misregistered reference, not a wrap)."""
+    pad = max(abs(dx), abs(dy))
+    if pad == 0:
+        return image
+    height, width = image.shape[-2:]
+    padded = F.pad(image[None], (pad, pad, pad, pad), mode="replicate")[0]
+    return padded[:, pad - dy : pad - dy + height, pad - dx : pad - dx + width]
+
+
+def degrade_reference(
+    reference: torch.Tensor, rng: torch.Generator, augment: Augment
+) -> torch.Tensor:
+    """A ground-truth reference made to look generated: blurred, shifted, colour-jittered and
+    noisy. Shape and the [-1, 1] range are kept. Cascaded diffusion models train on corrupted
+    low-resolution conditions so that their own imperfect outputs do not compound downstream."""
+    u = torch.rand(3, generator=rng).tolist()
+    shift = torch.randint(-augment.shift, augment.shift + 1, (2,), generator=rng).tolist()
+    gain = 1 + augment.jitter * (2 * torch.rand(3, 1, 1, generator=rng) - 1)
+    offset = augment.jitter * (2 * torch.rand(3, 1, 1, generator=rng) - 1)
+    noise = torch.randn(reference.shape, generator=rng)
+    out = reference
+    if augment.blur_sigma > 0 and u[0] > 0.3:
+        out = _gaussian_blur(out, 0.3 + u[1] * augment.blur_sigma)
+    out = _shift(out, int(shift[0]), int(shift[1]))
+    out = out * gain + offset
+    out = out + noise * (u[2] * augment.noise_std)
+    return out.clamp(-1.0, 1.0)

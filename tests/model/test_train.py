@@ -1,0 +1,133 @@
+"""Training: the loss falls, a resumed run continues exactly, references are degraded sanely."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model.train import Trainer, TrainOptions
+from model.train_data import FOLDERS, Augment, TileDataset, degrade_reference
+
+TILE = 64
+PALETTE = np.array([[242, 239, 233], [252, 210, 160], [214, 194, 178], [170, 211, 223]])
+
+
+def write_dataset(root: Path, tiles: int = 4) -> Path:
+    """A CSCMG-layout set of flat-colour maps; imagery is a darker recolouring of the map."""
+    rng = np.random.default_rng(0)
+    names = []
+    for i in range(tiles):
+        name = f"16_{100 + i}_{200 + i}"
+        names.append(name)
+        classes = np.kron(rng.integers(0, len(PALETTE), (8, 8)), np.ones((8, 8), dtype=int))
+        map_rgb = PALETTE[classes].astype(np.uint8)
+        imagery = (map_rgb * 0.5 + rng.normal(0, 5, map_rgb.shape)).clip(0, 255)
+        images = {"map": map_rgb, "imagery": imagery.astype(np.uint8), 2: map_rgb, 4: map_rgb}
+        for key, folder in FOLDERS.items():
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[key], "RGB").save(root / folder / f"{name}.png")
+    with (root / "train.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["tilename"])
+        writer.writerows([n] for n in names)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("cscmg"))
+
+
+def options(data: Path, out: Path, **overrides: object) -> TrainOptions:
+    base = TrainOptions(
+        config="tiny",
+        data=str(data),
+        out=str(out),
+        steps=2,
+        batch_size=2,
+        vae_batch_size=2,
+        crop=TILE,
+        vae_crop=TILE,
+        lr=1e-3,
+        warmup=1,
+        checkpoint_every=100,
+    )
+    return replace(base, **overrides)
+
+
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(data: Path, tmp_path: Path) -> None:
+    trainer = Trainer(options(data, tmp_path))
+    batch = trainer.data.batch(2, TILE, trainer.rng, Augment())
+    start = trainer.rng.get_state()
+
+    def loss() -> torch.Tensor:
+        trainer.rng.set_state(start)  # same noise and timesteps every time
+        return trainer.diffusion_loss(batch)
+
+    with torch.no_grad():
+        before = float(loss())
+    for _ in range(15):
+        trainer.optimizer.zero_grad()
+        loss().backward()
+        trainer.optimizer.step()
+    with torch.no_grad():
+        after = float(loss())
+    assert after < 0.7 * before
+
+
+def losses_of(trainer: Trainer) -> list[float]:
+    seen: list[float] = []
+    trainer.run(lambda result: seen.append(result.loss))
+    return seen
+
+
+def test_resume_continues_with_identical_state(data: Path, tmp_path: Path) -> None:
+    # Two autoencoder steps, then two diffusion steps: the resume point is the phase change.
+    straight = options(data, tmp_path / "straight", vae_steps=2, steps=2)
+    full = losses_of(Trainer(straight))
+
+    interrupted = options(data, tmp_path / "split", vae_steps=2, steps=2, checkpoint_every=2)
+    first = Trainer(replace(interrupted, steps=0))
+    head = losses_of(first)
+    assert len(head) == 2 and (tmp_path / "split" / "checkpoint" / "trainer.pt").is_file()
+    resumed = Trainer(interrupted, resume=True)
+    assert resumed.step == 2
+    tail = losses_of(resumed)
+
+    assert head + tail == pytest.approx(full, rel=1e-6, abs=1e-7)
+    rows = list(csv.DictReader((tmp_path / "split" / "losses.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert (tmp_path / "split" / "export" / "generator.json").is_file()
+
+
+def test_degraded_reference_changes_pixels_but_keeps_shape_and_range(data: Path) -> None:
+    dataset = TileDataset(data)
+    reference = dataset.images[2][0].float() / 127.5 - 1.0
+    rng = torch.Generator().manual_seed(3)
+    degraded = degrade_reference(reference, rng, Augment())
+    assert degraded.shape == reference.shape
+    assert degraded.min() >= -1.0 and degraded.max() <= 1.0
+    assert (degraded - reference).abs().mean() > 0.01
+    # Still the same map underneath: degradation is a perturbation, not a new image.
+    assert (degraded - reference).abs().mean() < 0.3
+
+
+def test_reference_dropout_and_joint_augmentation(data: Path) -> None:
+    dataset = TileDataset(data)
+    rng = torch.Generator().manual_seed(0)
+    batch = dataset.batch(64, 32, rng, Augment(reference_dropout=0.5, degrade=0.0))
+    dropped = ~batch.has_reference
+    assert 10 < int(dropped.sum()) < 54
+    assert all(s.span == 0 for s, d in zip(batch.scales, dropped.tolist(), strict=True) if d)
+    assert torch.all(batch.reference[dropped] == 0)
+    # imagery is the map darkened, and the same flips/rotations hit both.
+    kept = batch.has_reference
+    assert torch.allclose(batch.reference[kept], batch.target[kept])
+    darker = (batch.target + 1) * 0.5 - 1
+    assert (batch.imagery - darker).abs().mean() < 0.06

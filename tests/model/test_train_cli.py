@@ -1,0 +1,41 @@
+"""`mapcascade train` rejects malformed arguments with exit code 2 and says why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from app.cli import main
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "{missing}"], "does not exist"),
+        (["--data", "{tmp}", "--steps", "0"], "0 is not in the range x>=1"),
+        (["--data", "{tmp}", "--steps", "-3"], "x>=1"),
+        (["--data", "{tmp}", "--config", "sd99"], "'sd99' is not one of"),
+        (["--data", "{tmp}", "--batch-size", "0"], "x>=1"),
+        (["--data", "{tmp}", "--crop", "100"], "not a multiple of 32"),
+        (["--data", "{tmp}", "--resume", "--out", "{tmp}/none"], "no checkpoint"),
+        ([], "Missing option '--data'"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    filled = [a.format(tmp=tmp_path, missing=tmp_path / "nowhere") for a in args]
+    result = CliRunner().invoke(main, ["train", *filled])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_data_without_tiles_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_text("tilename\n")
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(tmp_path), "--config", "tiny", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2, result.output
+    assert "no usable tiles" in result.output
