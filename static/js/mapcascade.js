@@ -1,0 +1,194 @@
+// Shared by the Leaflet and OpenLayers pages: TileJSON loading, tile fetching that
+// knows whether a tile is still being generated, and the live "block ready" feed.
+// Every URL is relative to the page so the viewer works behind a proxy prefix.
+(function (global) {
+  "use strict";
+
+  // Tiles still pending after this long are re-fetched even without an event
+  // (an event can be missed while the EventSource reconnects).
+  const PENDING_RETRY_MS = 20000;
+
+  function layerFromQuery() {
+    return new URLSearchParams(global.location.search).get("layer");
+  }
+
+  // TileJSON of ?layer=NAME, else of the default layer.
+  async function loadTileJSON() {
+    const layer = layerFromQuery();
+    const url = new URL(layer ? encodeURIComponent(layer) + "/tiles.json" : "tiles.json",
+      global.location.href);
+    const res = await fetch(url);
+    if (!res.ok) throw new Error("GET " + url.pathname + " -> " + res.status);
+    const tj = await res.json();
+    // Resolve the template against the TileJSON URL (it may be relative), keeping the
+    // {z}/{x}/{y} placeholders that URL() percent-encodes.
+    const template = new URL(tj.tiles[0], url).href.replace(/%7B/gi, "{").replace(/%7D/gi, "}");
+    return { tj: tj, template: template, layer: layer || tj.id || layerFromTemplate(template) };
+  }
+
+  // "/tiles/<layer>/{z}/{x}/{y}.png" names its layer; the default-layer URL does not.
+  function layerFromTemplate(template) {
+    const m = /\/tiles\/([^/{}]+)\/\{z\}/.exec(template);
+    return m ? decodeURIComponent(m[1]) : null;
+  }
+
+  function tileUrl(template, z, x, y) {
+    return template.replace("{z}", z).replace("{x}", x).replace("{y}", y);
+  }
+
+  function cacheBusted(url) {
+    return url + (url.indexOf("?") < 0 ? "?" : "&") + "v=" + Date.now();
+  }
+
+  // State of the tiles on screen, by "z/x/y": "loading", "pending" (an interim
+  // image is shown), "error" or "final". Only final tiles are not worth reloading.
+  class TileStates {
+    constructor(onPendingCount) {
+      this.states = new Map();
+      this.pendingSince = new Map();
+      this.onPendingCount = onPendingCount;
+    }
+    set(key, state) {
+      if (state === null) this.states.delete(key);
+      else this.states.set(key, state);
+      if (state === "pending") {
+        if (!this.pendingSince.has(key)) this.pendingSince.set(key, Date.now());
+      } else if (state !== "loading") {
+        this.pendingSince.delete(key);
+      }
+      this.onPendingCount(this.pendingSince.size);
+    }
+    unfinished(key) {
+      const s = this.states.get(key);
+      return s !== undefined && s !== "final";
+    }
+    pending() {
+      return Array.from(this.pendingSince.keys());
+    }
+    // Keys pending for longer than PENDING_RETRY_MS (their timer restarts).
+    stale() {
+      const now = Date.now();
+      const out = [];
+      for (const [key, since] of this.pendingSince) {
+        if (now - since > PENDING_RETRY_MS) {
+          this.pendingSince.set(key, now);
+          out.push(key);
+        }
+      }
+      return out;
+    }
+  }
+
+  // Fetches a tile into an <img> and resolves to "pending" or "final", or to null
+  // when a newer load for the same owner (the <img>, or the map's tile object)
+  // superseded this one. fetch() rather than img.src so that X-Tile-Status is
+  // visible; the HTTP cache applies all the same.
+  async function loadTileInto(img, url, owner) {
+    owner = owner || img;
+    const token = (owner.mcLoad = (owner.mcLoad || 0) + 1);
+    const res = await fetch(url);
+    if (!res.ok) throw new Error("tile " + res.status);
+    const state = res.headers.get("X-Tile-Status") === "pending" ? "pending" : "final";
+    const blob = await res.blob();
+    if (token !== owner.mcLoad) return null;
+    const blobUrl = URL.createObjectURL(blob);
+    try {
+      // Listeners rather than onload: a superseded load still settles (on the
+      // next load event), so its blob URL is revoked.
+      await new Promise(function (resolve, reject) {
+        img.addEventListener("load", resolve, { once: true });
+        img.addEventListener("error", reject, { once: true });
+        img.src = blobUrl;
+      });
+    } finally {
+      URL.revokeObjectURL(blobUrl);
+    }
+    return token === owner.mcLoad ? state : null;
+  }
+
+  // Subscribes to `events` and calls onBlock(layer, [[z, x, y], ...]) for every
+  // block that was generated. onReconnect runs after the feed comes back, since
+  // events sent while it was down are lost.
+  function subscribeBlocks(onBlock, onReconnect, setFeedState) {
+    if (!global.EventSource) {
+      setFeedState("no live updates (EventSource unsupported)");
+      return null;
+    }
+    const source = new EventSource("events");
+    let opened = false;
+    source.addEventListener("open", function () {
+      setFeedState("live");
+      if (opened) onReconnect();
+      opened = true;
+    });
+    source.addEventListener("error", function () {
+      setFeedState("reconnecting");
+    });
+    source.addEventListener("block", function (ev) {
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch (err) {
+        console.warn("bad block event", ev.data);
+        return;
+      }
+      onBlock(msg.layer, msg.tiles || []);
+    });
+    return source;
+  }
+
+  // The one-line status under the map: "3 tiles generating · live".
+  function statusLine(el) {
+    let pending = 0;
+    let feed = "connecting";
+    function render() {
+      const tiles = pending === 0 ? "all tiles final"
+        : pending === 1 ? "1 tile generating" : pending + " tiles generating";
+      el.textContent = tiles + " · " + feed;
+      el.dataset.pending = String(pending);
+    }
+    render();
+    return {
+      setPending: function (n) { pending = n; render(); },
+      setFeed: function (s) { feed = s; render(); },
+      error: function (msg) { el.textContent = msg; el.classList.add("error"); },
+    };
+  }
+
+  // Starts the live refresh for one map. The page supplies its TileStates and
+  // reloadTile(key), which re-fetches the tile "z/x/y" (cache-busted) if on screen.
+  function startLiveRefresh(opts) {
+    const status = opts.status;
+    const states = opts.states;
+    function reload(keys) {
+      keys.forEach(function (key) {
+        if (states.unfinished(key)) opts.reloadTile(key);
+      });
+    }
+    subscribeBlocks(
+      function (layer, tiles) {
+        // Without a known layer name (default layer, no id in TileJSON) accept all.
+        if (opts.layer && layer !== opts.layer) return;
+        reload(tiles.map(function (t) { return t[0] + "/" + t[1] + "/" + t[2]; }));
+      },
+      function () { reload(states.pending()); },
+      status.setFeed
+    );
+    global.setInterval(function () { reload(states.stale()); }, 5000);
+  }
+
+  global.mapcascade = {
+    loadTileJSON: loadTileJSON,
+    tileUrl: tileUrl,
+    cacheBusted: cacheBusted,
+    loadTileInto: loadTileInto,
+    TileStates: TileStates,
+    statusLine: statusLine,
+    startLiveRefresh: startLiveRefresh,
+  };
+})(window);
+
+// Links between the viewers keep ?layer=.
+document.querySelectorAll("#bar a").forEach(function (a) {
+  a.search = window.location.search;
+});
