@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from app.tiles import Block, Tile
+from app.tiles import Block, Tile, TileRect
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,13 @@ class StoredTile:
     etag: str
 
 
+class Removed(NamedTuple):
+    """What a deletion removed: tiles, and blocks (counted by their metadata)."""
+
+    tiles: int
+    blocks: int
+
+
 class TileStore(Protocol):
     def get(self, layer: str, tile: Tile) -> StoredTile | None: ...
     def exists(self, layer: str, tile: Tile) -> bool: ...
@@ -26,6 +35,10 @@ class TileStore(Protocol):
     def put_block(self, block: Block, tiles: list[bytes], meta: dict) -> None: ...
     def block_meta(self, block: Block) -> dict | None: ...
     def delete(self, layer: str, tile: Tile) -> bool: ...
+    def delete_blocks(self, layer: str, areas: Iterable[TileRect]) -> Removed:
+        """Remove whole blocks: for each rectangle of blocks (named by their parent tiles, as
+        `Block` is), each block's metadata, then its four tiles. Missing ones are skipped."""
+        ...
 
 
 class FileTileStore:
@@ -81,6 +94,34 @@ class FileTileStore:
         if tile.z > 0:
             _unlink(self.meta_path(Block.of(layer, tile)))
         return removed
+
+    def delete_blocks(self, layer: str, areas: Iterable[TileRect]) -> Removed:
+        tiles = blocks = 0
+        for parents in areas:
+            # Metadata first: without it the block counts as missing and is regenerated on a miss.
+            blocks += _remove_rect(self.root / layer / "blocks" / str(parents.z), parents, ".json")
+            children = parents.descendants(parents.z + 1)
+            tiles += _remove_rect(self.root / layer / str(children.z), children, ".png")
+        return Removed(tiles, blocks)
+
+
+def _remove_rect(folder: Path, rect: TileRect, suffix: str) -> int:
+    """Unlink `{folder}/{x}/{y}{suffix}` inside the rectangle, visiting only existing folders
+    (an area can span far more tiles than were ever generated)."""
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for column in os.scandir(folder):
+        if not (column.name.isdigit() and rect.x0 <= int(column.name) <= rect.x1):
+            continue
+        for entry in os.scandir(column.path):
+            stem = entry.name.removesuffix(suffix)
+            in_rect = stem != entry.name and stem.isdigit() and rect.y0 <= int(stem) <= rect.y1
+            if in_rect and _unlink(Path(entry.path)):
+                removed += 1
+        with contextlib.suppress(OSError):
+            os.rmdir(column.path)  # only succeeds when the column is now empty
+    return removed
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -1,4 +1,5 @@
-"""Tile math of the quadtree cascade: tiles, blocks (the 2x2 children of a parent), ancestors."""
+"""Tile math of the quadtree cascade: tiles, blocks (the 2x2 children of a parent), ancestors,
+rectangles of tiles."""
 
 from __future__ import annotations
 
@@ -85,6 +86,40 @@ class Block:
         """Deterministic per-block seed, so regenerating a block gives the same tiles."""
         digest = hashlib.sha256(f"{self.key}:{model_id}".encode()).digest()
         return int.from_bytes(digest[:4], "big")
+
+
+@dataclass(frozen=True)
+class TileRect:
+    """The tiles x0..x1, y0..y1 (inclusive) of zoom z."""
+
+    z: int
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def count(self) -> int:
+        return (self.x1 - self.x0 + 1) * (self.y1 - self.y0 + 1)
+
+    def parents(self) -> TileRect:
+        return TileRect(self.z - 1, self.x0 >> 1, self.y0 >> 1, self.x1 >> 1, self.y1 >> 1)
+
+    def descendants(self, zoom: int) -> TileRect:
+        d = zoom - self.z
+        return TileRect(
+            zoom, self.x0 << d, self.y0 << d, ((self.x1 + 1) << d) - 1, ((self.y1 + 1) << d) - 1
+        )
+
+    def whole_blocks(self) -> TileRect:
+        """Widened to whole sibling quads: the store writes and regenerates blocks, not tiles."""
+        return TileRect(self.z, self.x0 & ~1, self.y0 & ~1, self.x1 | 1, self.y1 | 1)
+
+    def overlap(self, block: Block) -> int:
+        """How many of the block's four children lie in this rectangle."""
+        cx = min(2 * block.x + 1, self.x1) - max(2 * block.x, self.x0) + 1
+        cy = min(2 * block.y + 1, self.y1) - max(2 * block.y, self.y0) + 1
+        return max(cx, 0) * max(cy, 0)
 
 
 def tile_center_lat(tile: Tile) -> float:

@@ -341,7 +341,7 @@ def test_enqueueing_resumes_in_a_new_api_process_without_double_counting(
     settings, store, redis, monkeypatch
 ):
     """An API process that dies while enqueueing a seed: the next one finishes the job."""
-    monkeypatch.setattr(seeding, "BATCH", 2)
+    monkeypatch.setattr(seeding.runner, "BATCH", 2)
     blocks = all_blocks("seedarea", AREA, 19, 21)
     store.put_block(blocks[0], [png()] * 4, {"model": "test"})  # done before the seed
     app = create_app(settings)

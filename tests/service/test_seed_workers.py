@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 import mercantile
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
+from app.cascade import job_id
 from app.main import create_app
 from app.store import FileTileStore
 from app.tiles import Block, Tile
@@ -79,6 +84,55 @@ def test_seed_generates_the_area_parents_first_across_an_api_restart(make_settin
         status = wait_status(api, third["id"], {"done", "failed"}, timeout=60)
         assert status["status"] == "done" and status["tiles"]["generated"] == 20
         assert tiles_mtime_ns(store, "seedarea", z19.children) == kept
+    redis.close()
+
+
+def test_blocks_below_a_failed_block_leave_no_deferred_job_and_a_later_miss_retries(
+    make_settings, workers
+):
+    """RQ never enqueues the dependents of a failed job: the seed counts them failed and drops
+    their deferred jobs; a miss below answers 503 during the cooldown, and enqueues after it."""
+    dead = {"type": "xyz", "url": "http://127.0.0.1:9/{z}/{x}/{y}.png", "retries": 0, "timeout": 2}
+    layer = {**SEED_LAYER, "imagery": dead}
+    settings = make_settings([layer], job_retries=0, failure_cooldown=3)
+    redis = Redis.from_url(settings.redis_url)
+    queue = Queue(settings.queue_name, connection=redis)
+    root, z20, *z21 = all_blocks("seedarea", AREA, 19, 21)
+
+    def status_of(block: Block) -> JobStatus | None:
+        try:
+            return Job.fetch(job_id(block), connection=redis).get_status()
+        except NoSuchJobError:
+            return None
+
+    def until(condition, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.05)
+
+    workers.start(settings)
+    with TestClient(create_app(settings), client=LOOPBACK) as api:
+        workers.wait_ready(redis, 1)
+        seed_id = api.post("/seed", json=FULL).json()["id"]
+        status = wait_status(api, seed_id, {"failed"}, timeout=60)
+        assert status["status"] == "failed" and status["blocks"]["failed"] == 6
+        until(lambda: status_of(root) == JobStatus.FAILED)
+        workers.stop_all()  # nothing runs what a miss enqueues from here on
+        assert queue.deferred_job_registry.count == 0
+        assert [status_of(b) for b in [z20, *z21]] == [None] * 5
+
+        tile = z21[0].children[0]
+        url = f"/tiles/{tile.z}/{tile.x}/{tile.y}.png?wait=0"
+        r = api.get(url)
+        assert r.status_code == 503 and 0 < int(r.headers["retry-after"]) <= 3, r.text
+        assert [status_of(b) for b in [z20, z21[0]]] == [None, None]
+
+        until(lambda: status_of(root) is None, timeout=10)  # the failure's cooldown is over
+        r = api.get(url)
+        assert r.status_code == 200 and r.headers["x-tile-status"] == "pending"
+        assert status_of(root) == JobStatus.QUEUED
+        assert [status_of(b) for b in [z20, z21[0]]] == [JobStatus.DEFERRED] * 2
     redis.close()
 
 
