@@ -89,4 +89,4 @@ def render_map(index: FeatureIndex, frame: Frame) -> np.ndarray:
             (x, y), r = to_px(f.rings[0])[0], frame.px(f.size_m)
             draw.ellipse((x - r, y - r, x + r, y + r), fill=st.TREE)
 
-    return frame.crop(np.asarray(reduce(canvas, ss)))
+    return frame.crop(np.array(reduce(canvas, ss)))

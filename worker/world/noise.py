@@ -31,23 +31,26 @@ def hash_unit(*keys: np.ndarray | int) -> np.ndarray:
 def value_noise(u: np.ndarray, v: np.ndarray, seed: int) -> np.ndarray:
     """Smooth value noise in [-1, 1] at lattice coordinates u (columns) and v (rows).
 
-    u is a 1-D array of x positions and v of y positions: the lattice is separable so the
-    result is (len(v), len(u)) without building full coordinate grids first.
+    u is a 1-D array of x positions and v of y positions (separable lattice): the result is
+    (len(v), len(u)). Hashes are computed once per lattice point, then gathered per pixel.
     """
-    iu, iv = np.floor(u), np.floor(v)
-    fu, fv = u - iu, v - iv
+    iu, iv = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
+    fu, fv = (u - iu).astype(np.float32), (v - iv).astype(np.float32)
     fu = fu * fu * (3 - 2 * fu)
     fv = fv * fv * (3 - 2 * fv)
-    iu = iu.astype(np.int64)[None, :]
-    iv = iv.astype(np.int64)[:, None]
-    c00 = hash_unit(seed, iu, iv)
-    c10 = hash_unit(seed, iu + 1, iv)
-    c01 = hash_unit(seed, iu, iv + 1)
-    c11 = hash_unit(seed, iu + 1, iv + 1)
+    i0, j0 = int(iu.min()), int(iv.min())
+    li = np.arange(i0, int(iu.max()) + 2)
+    lj = np.arange(j0, int(iv.max()) + 2)
+    lattice = hash_unit(seed, li[None, :], lj[:, None]).astype(np.float32)
+    cu, cv = iu - i0, iv - j0
+    c00 = lattice[np.ix_(cv, cu)]
+    c10 = lattice[np.ix_(cv, cu + 1)]
+    c01 = lattice[np.ix_(cv + 1, cu)]
+    c11 = lattice[np.ix_(cv + 1, cu + 1)]
     fu, fv = fu[None, :], fv[:, None]
     top = c00 + (c10 - c00) * fu
     bottom = c01 + (c11 - c01) * fu
-    return ((top + (bottom - top) * fv) * 2 - 1).astype(np.float32)
+    return (top + (bottom - top) * fv) * 2 - 1
 
 
 def fbm(
@@ -62,7 +65,7 @@ def fbm(
     total = 0.0
     for i, wl in enumerate(wavelengths_m):
         wl_px = wl * px_per_m
-        amp = wl ** 0.5
+        amp = wl**0.5
         total += amp
         if wl_px < 2.0:
             continue

@@ -138,7 +138,7 @@ MIN_AREA_PX = 12.0  # areas smaller than this many pixels at a zoom are generali
 def road_width_px(kind: str, z: int, ground_m_per_px: float) -> float:
     """Fill width of a road line in output pixels at zoom z."""
     carto = ROAD_WIDTH_Z16[kind] * 1.6 ** (z - 16)
-    if z >= 18:
+    if z >= 18 and kind != "road:footway":
         carto = max(carto, 0.8 * ROAD_WIDTH_M[kind] / ground_m_per_px)
     return max(carto, 0.8)
 
@@ -147,4 +147,4 @@ def casing_px(kind: str, z: int) -> float:
     """Extra width of the casing (both sides together); none for paths or at small scales."""
     if kind == "road:footway" or z < 15:
         return 0.0
-    return 1.0 if z < 17 else 2.0
+    return 1.0 if z < 17 else 3.0
