@@ -80,14 +80,18 @@ def class_iou(
     return out
 
 
-def seam_strength(mosaic: object, tile: int = 256, kind: str = "block") -> float:
+def seam_strength(
+    mosaic: object, tile: int = 256, kind: str = "block", mask: np.ndarray | None = None
+) -> float:
     """Mean |difference| across tile borders / the same between neighbouring interior pixels.
 
     kind "block": borders between blocks (multiples of 2*tile); "inner": borders inside a block
     (odd multiples of tile). Rows and columns both count. 1.0 = the border cannot be told from
     any other pixel step; a hard seam is >> 1. NaN when the mosaic has no such border.
+    With `mask`, only pixel pairs with data on both sides count (no-data edges are no seams).
     """
     a = _rgb(mosaic).mean(axis=-1)
+    valid = np.ones(a.shape, bool) if mask is None else np.asarray(mask, bool)
     h, w = a.shape
     step = 2 * tile
     offset = 0 if kind == "block" else tile
@@ -100,20 +104,24 @@ def seam_strength(mosaic: object, tile: int = 256, kind: str = "block") -> float
     border_diffs, interior = [], []
     for axis, n in ((1, w), (0, h)):
         for b in borders(n):
-            left = np.take(a, b - 1, axis=axis)
-            right = np.take(a, b, axis=axis)
-            border_diffs.append(np.abs(right - left))
+            border_diffs.append(_steps(a, valid, b - 1, axis))
             # Reference: the pixel steps just beside the border, on both sides of it.
             for k in (b - 2, b + 1):
                 if k >= 0 and k + 1 < n:
-                    interior.append(np.abs(np.take(a, k + 1, axis=axis) - np.take(a, k, axis=axis)))
-    if not border_diffs:
+                    interior.append(_steps(a, valid, k, axis))
+    if not border_diffs or not np.concatenate(border_diffs).size:
         return float("nan")
     num = float(np.mean(np.concatenate(border_diffs)))
     den = float(np.mean(np.concatenate(interior)))
     if den == 0:
         return 1.0 if num == 0 else float("inf")
     return num / den
+
+
+def _steps(a: np.ndarray, valid: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """|a[k+1] - a[k]| along `axis`, where both pixels are valid."""
+    d = np.abs(np.take(a, k + 1, axis=axis) - np.take(a, k, axis=axis))
+    return d[np.take(valid, k + 1, axis=axis) & np.take(valid, k, axis=axis)]
 
 
 def cross_zoom_psnr(

@@ -1,0 +1,51 @@
+"""`mapcascade eval`: cascade-generate a held-out world area and score it against the truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from app.cli.dataset import parse_bbox, parse_zooms
+
+
+@click.command(name="eval")
+@click.option(
+    "--model",
+    default="demo",
+    show_default=True,
+    help="tiny, demo, sd21 or a checkpoint folder (demo falls back to tiny).",
+)
+@click.option("--area", default="helsinki-heldout", show_default=True, help="World area.")
+@click.option("--zooms", default="14-18", show_default=True, help="Zoom range A-B to score.")
+@click.option("--bbox", help="W,S,E,N: evaluate only this part of the area.")
+@click.option("--steps", type=int, help="Sampling steps (default: the model's own).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+def evaluate(model: str, area: str, zooms: str, bbox: str | None, steps: int | None,
+             out: Path) -> None:  # fmt: skip
+    """Write OUT/report.json and OUT/mosaic_z*.png (imagery | generated | truth)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from worker.evaluate import EvalSpec
+    from worker.evaluate import evaluate as run
+    from worker.world import get_area
+
+    try:
+        split = get_area(area).split
+    except KeyError as e:
+        raise click.BadParameter(str(e.args[0]), param_hint="--area") from None
+    if split == "train":
+        click.echo(f"warning: {area} is training data; scores will flatter the model", err=True)
+    spec = EvalSpec(out=out, model=model, area=area, zooms=parse_zooms(zooms),
+                    bbox=parse_bbox(bbox) if bbox else None, steps=steps)  # fmt: skip
+    with Progress(*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn()) as bar:  # fmt: skip
+        task = bar.add_task("blocks", total=None)
+        report = run(spec, lambda done, total: bar.update(task, completed=done, total=total))
+    if report.get("note"):
+        click.echo(f"note: {report['note']}", err=True)
+    o = report["overall"]["model"]
+    click.echo(
+        f"{report['model']} on {area} z{zooms}: Y-PSNR {o['psnr_y']:.2f} dB, "
+        f"Y-SSIM {o['ssim_y']:.3f}, mean IoU {o['iou']['mean']:.3f} -> {out}/report.json"
+    )

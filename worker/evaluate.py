@@ -1,0 +1,266 @@
+"""Evaluation harness: cascade-generate a world area exactly as the service does (references
+are the model's own outputs) and score it against the rendered truth, with two trivial floors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from app.tiles import TILE_SIZE, Tile
+from model import metrics
+from worker import blocks
+from worker.imagery.world import WorldSource
+from worker.world import CLASS_COLOURS, get_area, world_for
+
+log = logging.getLogger(__name__)
+
+LAYER = "eval"
+PANEL_MAX_PX = 1024  # side-by-side mosaics are shrunk to this width per panel
+
+
+@dataclass
+class EvalSpec:
+    out: Path
+    model: str = "demo"
+    area: str = "helsinki-heldout"
+    zooms: range = range(14, 19)
+    bbox: tuple[float, float, float, float] | None = None  # cuts the area (never widens it)
+    reference_span: int = 4
+    steps: int | None = None
+
+
+@dataclass
+class _Cascade:
+    """Everything generated, per tile, as RGB arrays plus the validity mask."""
+
+    generated: dict[Tile, np.ndarray] = field(default_factory=dict)
+    reference: dict[Tile, np.ndarray] = field(default_factory=dict)  # what the model received
+    truth: dict[Tile, np.ndarray] = field(default_factory=dict)
+    imagery: dict[Tile, np.ndarray] = field(default_factory=dict)
+    mask: dict[Tile, np.ndarray] = field(default_factory=dict)
+    images: dict[Tile, Image.Image] = field(default_factory=dict)  # RGBA, as the store holds
+    block_seconds: list[float] = field(default_factory=list)
+
+
+def load_generator(name: str, steps: int | None = None):  # noqa: ANN201 - model.Generator
+    """The generator and a note when it had to fall back ("demo" is not shipped yet)."""
+    from model import Generator
+
+    try:
+        return Generator.load(name, steps=steps), None
+    except FileNotFoundError as e:
+        if name != "demo":
+            raise
+        note = f"model 'demo' unavailable ({e}); fell back to 'tiny' (random weights)"
+        log.warning(note)
+        return Generator.load("tiny", steps=steps), note
+
+
+def _quarters(a: np.ndarray) -> list[np.ndarray]:
+    t = TILE_SIZE
+    return [a[:t, :t], a[:t, t:], a[t:, :t], a[t:, t:]]
+
+
+def run_cascade(
+    spec: EvalSpec, generator, progress: Callable[[int, int], None] | None = None
+) -> _Cascade:  # noqa: ANN001
+    """Generate every block from the area's root zoom down to the deepest evaluated zoom."""
+    area = get_area(spec.area)
+    world = world_for(area, spec.bbox)
+    source = WorldSource(world)
+    root = area.root_zoom
+    if spec.zooms.start < root:
+        raise ValueError(f"{spec.area} starts at root zoom {root}; cannot evaluate {spec.zooms}")
+    plan = [b for z in range(root, spec.zooms.stop) for b in
+            blocks.blocks_covering(LAYER, world.bbox, z)]  # fmt: skip
+    c = _Cascade()
+
+    def read(tile: Tile) -> Image.Image | None:
+        return c.images.get(tile)
+
+    for i, block in enumerate(plan):
+        z = block.child_zoom
+        imagery = source.read(z, 2 * block.x, 2 * block.y, 2, 2)
+        truth = world.render_map(z, 2 * block.x * TILE_SIZE, 2 * block.y * TILE_SIZE, 512, 512)
+        if imagery.empty:
+            tiles, ref = blocks.blank_block(), None
+        else:
+            reference = blocks.reference_for(block, root, spec.reference_span, read)
+            seed = block.seed(generator.model_id)
+            request = blocks.block_request(block, imagery, reference, seed)
+            t0 = time.perf_counter()
+            canvas = generator.generate([request])[0]
+            c.block_seconds.append(time.perf_counter() - t0)
+            tiles = blocks.cut_block(canvas, imagery.mask)
+            ref = None if reference.image is None else np.asarray(reference.image.convert("RGB"))
+        parts = zip(block.children, tiles, _quarters(imagery.rgb), _quarters(imagery.mask),
+                    _quarters(truth), strict=True)  # fmt: skip
+        for k, (tile, img, rs, m, tr) in enumerate(parts):
+            c.images[tile] = img
+            c.generated[tile] = np.asarray(img.convert("RGB"))
+            c.imagery[tile], c.mask[tile], c.truth[tile] = rs, m, tr
+            if ref is not None:
+                c.reference[tile] = _quarters(ref)[k]
+        if progress:
+            progress(i + 1, len(plan))
+    return c
+
+
+def _mosaic(tiles: dict[Tile, np.ndarray], keys: list[Tile], fill: int = 0) -> np.ndarray:
+    """Tiles of one zoom on one canvas starting at an even column/row (block-aligned)."""
+    x0 = min(t.x for t in keys) & ~1
+    y0 = min(t.y for t in keys) & ~1
+    w = (max(t.x for t in keys) - x0 + 2) // 2 * 2
+    h = (max(t.y for t in keys) - y0 + 2) // 2 * 2
+    sample = next(iter(tiles.values()))
+    shape = (h * TILE_SIZE, w * TILE_SIZE, *sample.shape[2:])
+    out = np.full(shape, fill, dtype=sample.dtype)
+    for t in keys:
+        if t in tiles:
+            r, col = (t.y - y0) * TILE_SIZE, (t.x - x0) * TILE_SIZE
+            out[r : r + TILE_SIZE, col : col + TILE_SIZE] = tiles[t]
+    return out
+
+
+def _scores(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict:
+    return {
+        "psnr_y": metrics.psnr_y(pred, truth, mask),
+        "ssim_y": metrics.ssim_y(pred, truth, mask),
+        "iou": metrics.class_iou(pred, truth, CLASS_COLOURS, mask),
+    }
+
+
+def score(c: _Cascade, zooms: range) -> dict:
+    """Per-zoom metrics of the model and the floors; `overall` = unweighted mean over zooms."""
+    per_zoom: dict[str, dict] = {}
+    for z in zooms:
+        keys = [t for t in c.generated if t.z == z and c.mask[t].any()]
+        if not keys:
+            continue
+        gen, tru = _mosaic(c.generated, keys), _mosaic(c.truth, keys)
+        mask = _mosaic(c.mask, keys, fill=False)
+        flat = np.empty_like(tru)
+        flat[:] = tru[mask].mean(axis=0).round().astype(np.uint8)
+        ref_keys = [t for t in keys if t in c.reference]
+        entry = {
+            "tiles": len(keys),
+            "model": _scores(gen, tru, mask),
+            "floor_flat_mean": _scores(flat, tru, mask),
+            "floor_reference": None,
+            "seam_block": metrics.seam_strength(gen, kind="block", mask=mask),
+            "seam_inner": metrics.seam_strength(gen, kind="inner", mask=mask),
+            "seam_block_truth": metrics.seam_strength(tru, kind="block", mask=mask),
+            "seam_inner_truth": metrics.seam_strength(tru, kind="inner", mask=mask),
+            "cross_zoom_psnr": None,
+            "cross_zoom_psnr_truth": None,
+        }
+        if len(ref_keys) == len(keys):  # the root zoom has no reference: no floor there
+            entry["floor_reference"] = _scores(_mosaic(c.reference, keys), tru, mask)
+        parents = {t: a for t, a in c.generated.items() if t.z == z - 1}
+        if parents:
+            kids = {(t.z, t.x, t.y): c.generated[t] for t in keys}
+            entry["cross_zoom_psnr"] = metrics.cross_zoom_psnr(
+                kids, {(t.z, t.x, t.y): a for t, a in parents.items()}
+            )
+            entry["cross_zoom_psnr_truth"] = metrics.cross_zoom_psnr(
+                {(t.z, t.x, t.y): c.truth[t] for t in keys},
+                {(t.z, t.x, t.y): c.truth[t] for t in parents},
+            )
+        per_zoom[str(z)] = entry
+    return {"per_zoom": per_zoom, "overall": _overall(per_zoom)}
+
+
+def _mean(values: list) -> float | None:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    finite = [v for v in vals if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else (float("inf") if vals else None)
+
+
+def _overall(per_zoom: dict[str, dict]) -> dict:
+    entries = list(per_zoom.values())
+    out: dict = {}
+    for who in ("model", "floor_flat_mean", "floor_reference"):
+        got = [e[who] for e in entries if e[who] is not None]
+        if not got:
+            out[who] = None
+            continue
+        out[who] = {
+            "psnr_y": _mean([g["psnr_y"] for g in got]),
+            "ssim_y": _mean([g["ssim_y"] for g in got]),
+            "iou": {k: _mean([g["iou"][k] for g in got]) for k in got[0]["iou"]},
+        }
+    for key in ("seam_block", "seam_inner", "seam_block_truth", "seam_inner_truth",
+                "cross_zoom_psnr", "cross_zoom_psnr_truth"):  # fmt: skip
+        out[key] = _mean([e[key] for e in entries])
+    return out
+
+
+def write_mosaics(c: _Cascade, zooms: range, out: Path) -> list[str]:
+    """imagery | generated | truth per zoom, as PNGs (shrunk to keep them small)."""
+    names = []
+    for z in zooms:
+        keys = [t for t in c.generated if t.z == z and c.mask[t].any()]
+        if not keys:
+            continue
+        panels = [_mosaic(d, keys) for d in (c.imagery, c.generated, c.truth)]
+        gap = np.full((panels[0].shape[0], 8, 3), 255, np.uint8)
+        row = np.hstack([panels[0], gap, panels[1], gap, panels[2]])
+        img = Image.fromarray(row)
+        if panels[0].shape[1] > PANEL_MAX_PX:
+            k = PANEL_MAX_PX / panels[0].shape[1]
+            img = img.resize((round(img.width * k), round(img.height * k)), Image.Resampling.BOX)
+        name = f"mosaic_z{z}.png"
+        img.save(out / name, optimize=True)
+        names.append(name)
+    return names
+
+
+def _json_safe(v: object) -> object:
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
+
+
+def evaluate(spec: EvalSpec, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Run the cascade, score it, write report.json and the mosaics; returns the report."""
+    spec.out.mkdir(parents=True, exist_ok=True)
+    generator, note = load_generator(spec.model, spec.steps)
+    area = get_area(spec.area)
+    c = run_cascade(spec, generator, progress)
+    report = {
+        "model_requested": spec.model,
+        "model": generator.model_id,
+        "note": note,
+        "area": spec.area,
+        "split": area.split,
+        "bbox": list(world_for(area, spec.bbox).bbox),
+        "zooms": [spec.zooms.start, spec.zooms.stop - 1],
+        "root_zoom": area.root_zoom,
+        "reference_span": spec.reference_span,
+        "steps": generator.steps,
+        "blocks_generated": len(c.block_seconds),
+        "seconds_per_block_median": statistics.median(c.block_seconds) if c.block_seconds else None,
+        "floors": {
+            "floor_flat_mean": "every pixel the truth's mean colour over the valid area",
+            "floor_reference": "the cascade reference the model received (its own coarser "
+            "outputs cut and upsampled), scored as if it were the answer; none at the root",
+        },
+        **score(c, spec.zooms),
+    }
+    report["mosaics"] = write_mosaics(c, spec.zooms, spec.out)
+    report = _json_safe(report)  # type: ignore[assignment]
+    (spec.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
