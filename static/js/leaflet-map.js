@@ -11,7 +11,7 @@
     return;
   }
   const tj = info.tj;
-  if (tj.name) document.title = tj.name + " · Leaflet";
+  document.title = (tj.description || tj.name || "mapcascade") + " · Leaflet";
 
   const states = new mc.TileStates(status.setPending);
   const tileImgs = new Map(); // "z/x/y" -> <img> on screen
@@ -76,7 +76,7 @@
   else if (bounds) map.fitBounds(bounds);
   else map.setView([0, 0], tj.minzoom || 0);
 
-  mc.startLiveRefresh({
+  const stats = mc.startLiveRefresh({
     layer: info.layer,
     states: states,
     status: status,
@@ -88,5 +88,5 @@
     },
   });
 
-  window.mapcascadeViewer = { map: map, layer: layer, states: states };
+  window.mapcascadeViewer = { map: map, layer: layer, states: states, stats: stats };
 })();

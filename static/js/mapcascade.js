@@ -157,24 +157,30 @@
 
   // Starts the live refresh for one map. The page supplies its TileStates and
   // reloadTile(key), which re-fetches the tile "z/x/y" (cache-busted) if on screen.
+  // Returns counters (block events seen, tiles reloaded by event or by retry).
   function startLiveRefresh(opts) {
-    const status = opts.status;
     const states = opts.states;
-    function reload(keys) {
+    const stats = { events: 0, eventReloads: 0, retryReloads: 0 };
+    function reload(keys, counter) {
       keys.forEach(function (key) {
-        if (states.unfinished(key)) opts.reloadTile(key);
+        if (!states.unfinished(key)) return;
+        stats[counter] += 1;
+        opts.reloadTile(key);
       });
     }
     subscribeBlocks(
       function (layer, tiles) {
-        // Without a known layer name (default layer, no id in TileJSON) accept all.
+        // Without a known layer name (default layer, no id in TileJSON) accept all:
+        // only tiles not yet final are reloaded, so a stray event costs little.
         if (opts.layer && layer !== opts.layer) return;
-        reload(tiles.map(function (t) { return t[0] + "/" + t[1] + "/" + t[2]; }));
+        stats.events += 1;
+        reload(tiles.map(function (t) { return t[0] + "/" + t[1] + "/" + t[2]; }), "eventReloads");
       },
-      function () { reload(states.pending()); },
-      status.setFeed
+      function () { reload(states.pending(), "retryReloads"); },
+      opts.status.setFeed
     );
-    global.setInterval(function () { reload(states.stale()); }, 5000);
+    global.setInterval(function () { reload(states.stale(), "retryReloads"); }, 5000);
+    return stats;
   }
 
   global.mapcascade = {

@@ -11,7 +11,7 @@
     return;
   }
   const tj = info.tj;
-  if (tj.name) document.title = tj.name + " · OpenLayers";
+  document.title = (tj.description || tj.name || "mapcascade") + " · OpenLayers";
 
   const states = new mc.TileStates(status.setPending);
   const tiles = new Map(); // "z/x/y" -> ol ImageTile last loaded for it
@@ -87,7 +87,7 @@
   });
   if (!tj.center && extent) map.getView().fit(extent);
 
-  mc.startLiveRefresh({ layer: info.layer, states: states, status: status, reloadTile: reloadTile });
+  const stats = mc.startLiveRefresh({ layer: info.layer, states: states, status: status, reloadTile: reloadTile });
 
-  window.mapcascadeViewer = { map: map, source: source, states: states };
+  window.mapcascadeViewer = { map: map, source: source, states: states, stats: stats };
 })();

@@ -1,0 +1,480 @@
+"""Cached-tile serving: `mapcascade api` against nginx serving the same files, side by side.
+
+Writes N real PNG tiles into a temporary store, starts nginx (static files, ETag) and the API on
+loopback, drives both with the same load generator in interleaved rounds, and prints requests/s,
+p50 and p99 per server plus the ratio service/nginx. Every process it starts is stopped.
+
+    .venv/bin/python benchmarks/serve/run.py            # defaults: 1024 tiles, 2 x 10 s rounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import mercantile
+import numpy as np
+from PIL import Image, ImageDraw
+
+from app.embedded import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYER = "bench"
+ZOOM = 16
+# A corner of Helsinki; the bench layer's bounds are exactly the tiles written.
+ORIGIN_X, ORIGIN_Y = 37_408, 18_960
+
+
+@dataclass
+class Run:
+    server: str
+    round: int
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def map_like_png(rng: random.Random) -> bytes:
+    """A 256x256 map-like tile: flat areas, blocks and roads, plus the slight grain of a
+    generated map (without it the PNGs are ~4 KB, far smaller than the model's output)."""
+    palette = ["#f2efe9", "#d8e8c8", "#aad3df", "#e0dfdf", "#d9d0c9", "#c8facc"]
+    im = Image.new("RGB", (256, 256), rng.choice(palette))
+    draw = ImageDraw.Draw(im)
+    for _ in range(rng.randint(15, 40)):
+        x, y = rng.randrange(256), rng.randrange(256)
+        w, h = rng.randint(6, 60), rng.randint(6, 60)
+        draw.rectangle([x, y, x + w, y + h], fill=rng.choice(palette), outline="#b5a99a")
+    for _ in range(rng.randint(3, 8)):
+        pts = [(rng.randrange(256), rng.randrange(256)) for _ in range(3)]
+        draw.line(pts, fill=rng.choice(["#ffffff", "#f7fabf", "#fcd6a4"]), width=rng.randint(3, 9))
+    grain = np.random.default_rng(rng.randrange(1 << 30)).integers(-2, 3, (256, 256, 1))
+    pixels = np.clip(np.asarray(im, dtype=np.int16) + grain, 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    return out.getvalue()
+
+
+def write_store(data_dir: Path, count: int) -> tuple[list[str], tuple[float, ...], int]:
+    """Tiles at `{data_dir}/tiles/bench/16/{x}/{y}.png`; returns URL paths, bounds, total bytes."""
+    side = int(count**0.5)
+    rng = random.Random(0)
+    paths, total = [], 0
+    for dx in range(side):
+        for dy in range(side):
+            x, y = ORIGIN_X + dx, ORIGIN_Y + dy
+            f = data_dir / "tiles" / LAYER / str(ZOOM) / str(x) / f"{y}.png"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            png = map_like_png(rng)
+            f.write_bytes(png)
+            total += len(png)
+            paths.append(f"/tiles/{ZOOM}/{x}/{y}.png")
+    west, north = mercantile.ul(ORIGIN_X, ORIGIN_Y, ZOOM)
+    east, south = mercantile.ul(ORIGIN_X + side, ORIGIN_Y + side, ZOOM)
+    # A hair inside, so that the neighbouring tiles do not count as intersecting.
+    eps = 1e-7
+    random.Random(1).shuffle(paths)
+    return paths, (west + eps, south + eps, east - eps, north - eps), total
+
+
+def nginx_conf(root: Path, data_dir: Path, port: int, workers: int) -> str:
+    # Same URL shape (/tiles/{z}/{x}/{y}.png, the default layer) and caching headers as the service.
+    return textwrap.dedent(f"""\
+        worker_processes {workers};
+        pid {root}/nginx.pid;
+        error_log {root}/error.log warn;
+        events {{ worker_connections 1024; }}
+        http {{
+            types {{ image/png png; }}
+            sendfile on;
+            tcp_nopush on;
+            keepalive_requests 100000;
+            open_file_cache max=4096 inactive=60s;
+            access_log {root}/access.log combined buffer=64k;
+            client_body_temp_path {root}/tmp;
+            proxy_temp_path {root}/tmp;
+            fastcgi_temp_path {root}/tmp;
+            uwsgi_temp_path {root}/tmp;
+            scgi_temp_path {root}/tmp;
+            server {{
+                listen 127.0.0.1:{port};
+                location /tiles/ {{
+                    alias {data_dir}/tiles/{LAYER}/;
+                    etag on;
+                    add_header Cache-Control "public, max-age=86400";
+                }}
+            }}
+        }}
+        """)
+
+
+class Processes:
+    """Children in their own process groups, stopped in reverse order whatever happens."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, args: list[str], log: Path, **kw: object) -> subprocess.Popen:
+        with log.open("wb") as out:
+            p = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kw
+            )
+        self.procs.append((name, p))
+        return p
+
+    def stop_all(self) -> None:
+        for _, p in reversed(self.procs):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for _, p in reversed(self.procs):
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"{proc.args[0]} exited with {proc.returncode} before {url} answered"
+            )
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer in {timeout:.0f} s")
+
+
+def check_same_bytes(nginx: str, service: str, paths: list[str], data_dir: Path) -> None:
+    """Both servers must serve the stored file, the service as a cache hit."""
+    for path in paths[:20]:
+        a = httpx.get(nginx + path)
+        b = httpx.get(service + path)
+        z, x, y = path.removeprefix("/tiles/").removesuffix(".png").split("/")
+        stored = (data_dir / "tiles" / LAYER / z / x / f"{y}.png").read_bytes()
+        assert a.status_code == b.status_code == 200, (path, a.status_code, b.status_code)
+        assert a.content == b.content == stored, path
+        assert b.headers.get("x-cache") == "HIT", b.headers
+        assert "etag" in a.headers and "etag" in b.headers
+
+
+WRK_LUA = """\
+-- Cycles through the tile paths in $TILE_PATHS, a different start per connection thread.
+local paths = {}
+for line in io.lines(os.getenv("TILE_PATHS")) do paths[#paths + 1] = line end
+local i = math.random(#paths)
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "errors": %d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def run_wrk(
+    base: str, seconds: float, connections: int, lua: Path, paths_file: Path
+) -> tuple[int, float, float, float, int]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds:g}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(lua),
+            base,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TILE_PATHS": str(paths_file)},
+        timeout=seconds + 30,
+        check=True,
+    )
+    line = next(x for x in out.stdout.splitlines() if x.startswith("WRK_JSON "))
+    r = json.loads(line.removeprefix("WRK_JSON "))
+    return r["requests"], r["duration_us"] / 1e6, r["p50_us"] / 1e3, r["p99_us"] / 1e3, r["errors"]
+
+
+def run_python(
+    base: str, seconds: float, connections: int, paths: list[str]
+) -> tuple[int, float, float, float, int]:
+    """Fallback without wrk: asyncio + httpx. It saturates before nginx does; say so in reports."""
+    import asyncio
+
+    async def main() -> tuple[int, float, float, float, int]:
+        latencies: list[float] = []
+        errors = 0
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=5) as client:
+            start = time.perf_counter()
+            stop = start + seconds
+
+            async def one(offset: int) -> None:
+                nonlocal errors
+                i = offset
+                while time.perf_counter() < stop:
+                    t = time.perf_counter()
+                    try:
+                        r = await client.get(paths[i % len(paths)])
+                        if r.status_code != 200:
+                            errors += 1
+                    except httpx.HTTPError:
+                        errors += 1
+                    latencies.append(time.perf_counter() - t)
+                    i += 1
+
+            await asyncio.gather(*(one(k * 97) for k in range(connections)))
+            elapsed = time.perf_counter() - start
+        q = statistics.quantiles(latencies, n=100)
+        return len(latencies), elapsed, q[49] * 1e3, q[98] * 1e3, errors
+
+    return asyncio.run(main())
+
+
+def machine() -> dict:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    nginx_v = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "nginx": nginx_v.split("/")[-1],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--tiles", type=int, default=1024, help="tiles in the store (a square grid)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of one measured run")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds per server")
+    ap.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn workers and nginx worker processes alike (1 leaves a core to the load "
+        "generator on a 2-core machine)",
+    )
+    ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "serve" / "result.json")
+    args = ap.parse_args()
+
+    if shutil.which("nginx") is None:
+        sys.exit("nginx is not installed (Debian: apt-get install nginx-light)")
+    loadgen = args.loadgen
+    if loadgen == "auto":
+        loadgen = "wrk" if shutil.which("wrk") else "python"
+    mapcascade = shutil.which("mapcascade", path=str(Path(sys.executable).parent)) or "mapcascade"
+
+    host = machine()  # before the run: the load average says how busy the machine was
+    tmp = Path(tempfile.mkdtemp(prefix="mapcascade-bench-serve-"))
+    tmp.chmod(0o755)  # nginx workers run as nobody when started by root
+    procs = Processes()
+    redis = EmbeddedRedis()
+    try:
+        data_dir = tmp / "data"
+        print(f"writing {args.tiles} tiles ...", flush=True)
+        paths, bounds, total_bytes = write_store(data_dir, args.tiles)
+        for d in data_dir.rglob("*"):
+            if d.is_dir():
+                d.chmod(0o755)
+        paths_file = tmp / "paths.txt"
+        paths_file.write_text("\n".join(paths) + "\n")
+        lua = tmp / "tiles.lua"
+        lua.write_text(WRK_LUA)
+        layers = tmp / "layers.yml"
+        layers.write_text(
+            json.dumps(
+                {
+                    "layers": [
+                        {
+                            "name": LAYER,
+                            "title": "benchmark tiles",
+                            "imagery": {"type": "world", "seed": 1},
+                            "bounds": list(bounds),
+                            "root_zoom": ZOOM,
+                            "max_zoom": ZOOM,
+                            "model": "tiny",
+                        }
+                    ]
+                }
+            )
+        )
+
+        ngx_root = tmp / "nginx"
+        (ngx_root / "tmp").mkdir(parents=True)
+        ngx_port = free_port()
+        (ngx_root / "nginx.conf").write_text(nginx_conf(ngx_root, data_dir, ngx_port, args.workers))
+        ngx = procs.start(
+            "nginx",
+            [
+                "nginx",
+                "-p",
+                str(ngx_root),
+                "-c",
+                str(ngx_root / "nginx.conf"),
+                "-e",
+                "stderr",
+                "-g",
+                "daemon off;",
+            ],
+            ngx_root / "stdout.log",
+        )
+
+        redis.start()
+        api_port = free_port()
+        env = {
+            **os.environ,
+            "MAPCASCADE_DATA_DIR": str(data_dir),
+            "MAPCASCADE_REDIS_URL": redis.url,
+            "MAPCASCADE_LAYERS_FILE": str(layers),
+        }
+        api = procs.start(
+            "api",
+            [
+                mapcascade,
+                "api",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(api_port),
+                "--workers",
+                str(args.workers),
+            ],
+            tmp / "api.log",
+            env=env,
+            cwd=tmp,
+        )
+        servers = {
+            "nginx": f"http://127.0.0.1:{ngx_port}",
+            "service": f"http://127.0.0.1:{api_port}",
+        }
+        wait_ready(servers["nginx"] + paths[0], ngx)
+        wait_ready(servers["service"] + "/health", api)
+        check_same_bytes(servers["nginx"], servers["service"], paths, data_dir)
+
+        def measure(name: str, seconds: float) -> tuple[int, float, float, float, int]:
+            if loadgen == "wrk":
+                return run_wrk(servers[name], seconds, args.connections, lua, paths_file)
+            return run_python(servers[name], seconds, args.connections, paths)
+
+        for name in servers:  # warm-up: imports, page cache, nginx open_file_cache
+            measure(name, 2)
+        runs: list[Run] = []
+        for r in range(args.rounds):
+            # Alternate the order so that neither server always runs in the other's wake.
+            order = list(servers) if r % 2 == 0 else list(reversed(servers))
+            for name in order:
+                n, secs, p50, p99, errs = measure(name, args.seconds)
+                run = Run(
+                    name,
+                    r,
+                    n,
+                    round(secs, 3),
+                    round(n / secs, 1),
+                    round(p50, 3),
+                    round(p99, 3),
+                    errs,
+                )
+                runs.append(run)
+                print(
+                    f"round {r} {name:8s} {run.rps:9.1f} req/s  p50 {run.p50_ms:7.2f} ms  "
+                    f"p99 {run.p99_ms:7.2f} ms  errors {errs}",
+                    flush=True,
+                )
+    finally:
+        procs.stop_all()
+        redis.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    summary = {}
+    for name in servers:
+        mine = [r for r in runs if r.server == name]
+        summary[name] = {
+            "rps": round(statistics.mean(r.rps for r in mine), 1),
+            "p50_ms": round(statistics.median(r.p50_ms for r in mine), 3),
+            "p99_ms": round(statistics.median(r.p99_ms for r in mine), 3),
+            "errors": sum(r.errors for r in mine),
+        }
+    ratio = {
+        "rps": round(summary["service"]["rps"] / summary["nginx"]["rps"], 3),
+        "p50": round(summary["service"]["p50_ms"] / summary["nginx"]["p50_ms"], 2),
+        "p99": round(summary["service"]["p99_ms"] / summary["nginx"]["p99_ms"], 2),
+    }
+    result = {
+        "benchmark": "cached tile serving, mapcascade api vs nginx (same files)",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["benchmarks/serve/run.py", *sys.argv[1:]]),
+        "settings": {
+            "tiles": len(paths),
+            "mean_tile_bytes": round(total_bytes / len(paths)),
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "connections": args.connections,
+            "workers": args.workers,
+            "loadgen": loadgen,
+        },
+        "machine": host,
+        "summary": summary,
+        "ratio_service_over_nginx": ratio,
+        "runs": [asdict(r) for r in runs],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print()
+    for name, s in summary.items():
+        print(
+            f"{name:8s} {s['rps']:9.1f} req/s  p50 {s['p50_ms']:7.2f} ms  p99 {s['p99_ms']:7.2f} ms"
+        )
+    print(f"service/nginx: throughput x{ratio['rps']}, p50 x{ratio['p50']}, p99 x{ratio['p99']}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
