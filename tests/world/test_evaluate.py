@@ -1,0 +1,35 @@
+"""`mapcascade eval` end to end with the tiny random model on a one-tile held-out area."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from app.cli.evaluate import evaluate
+
+
+@pytest.mark.slow
+def test_eval_writes_a_full_report(tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    args = ["--model", "tiny", "--area", "helsinki-heldout-tiny", "--zooms", "14-18",
+            "--steps", "2", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(evaluate, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"].startswith("tiny-") and report["split"] == "heldout"
+    assert report["blocks_generated"] == 5  # one block per zoom, z14..z18
+    assert set(report["per_zoom"]) == {"14", "15", "16", "17", "18"}
+    z18 = report["per_zoom"]["18"]
+    for who in ("model", "floor_flat_mean", "floor_reference"):
+        assert set(z18[who]) == {"psnr_y", "ssim_y", "iou"}
+        assert set(z18[who]["iou"]) == {"background", "road", "building", "water",
+                                        "vegetation", "mean"}  # fmt: skip
+    assert report["per_zoom"]["14"]["floor_reference"] is None  # the root has no reference
+    for key in ("seam_inner", "seam_inner_truth", "cross_zoom_psnr", "cross_zoom_psnr_truth"):
+        assert isinstance(report["overall"][key], float)
+    assert report["seconds_per_block_median"] > 0
+    assert sorted(report["mosaics"]) == [f"mosaic_z{z}.png" for z in range(14, 19)]
+    assert all((out / name).stat().st_size > 0 for name in report["mosaics"])
