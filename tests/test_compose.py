@@ -105,7 +105,8 @@ def test_api_and_worker_share_image_redis_store_and_layers(services: dict) -> No
     assert api["image"] == worker["image"]
     for key in ("MAPCASCADE_REDIS_URL", "MAPCASCADE_DATA_DIR", "MAPCASCADE_LAYERS_FILE"):
         assert api["environment"][key] == worker["environment"][key], key
-    assert api["environment"]["MAPCASCADE_REDIS_URL"].startswith("redis://redis:6379")
+    # The compose service by default; other hosts' workers set MAPCASCADE_REDIS_URL.
+    assert api["environment"]["MAPCASCADE_REDIS_URL"].endswith(":-redis://redis:6379/0}")
     data_dir = api["environment"]["MAPCASCADE_DATA_DIR"]
     assert mounts(api)[data_dir] == mounts(worker)[data_dir] == "tiles"
     assert mounts(worker)[worker["environment"]["MAPCASCADE_WEIGHTS_DIR"]] == "weights"
@@ -179,3 +180,20 @@ def test_docker_compose_config_accepts_the_file() -> None:
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_multi_gpu_override_pins_one_distinct_gpu_per_worker(services: dict) -> None:
+    override = yaml.safe_load((ROOT / "deploy" / "compose.gpus.example.yml").read_text())
+    workers = override["services"]
+    assert len(workers) >= 2
+    device_ids = []
+    for name, worker in workers.items():
+        # Same worker as docker-compose.yml in everything but the GPU it reserves.
+        for key in set(worker) | set(services["worker"]):
+            if key not in {"deploy", "build"}:
+                assert worker.get(key) == services["worker"].get(key), (name, key)
+        (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+        assert "count" not in device  # count and device_ids exclude each other
+        device_ids += device["device_ids"]
+    assert len(device_ids) == len(set(device_ids)) == len(workers)
