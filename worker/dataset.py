@@ -168,7 +168,7 @@ class _Builder:
         mp = [self.rgb("map", k) for k in kids]
         p_map = self.rgb("map", parent)
         gp_map = self.rgb("map", (pz - 1, px >> 1, py >> 1))
-        if any(a is None for a in [*rs, *mp, p_map, gp_map]):
+        if p_map is None or gp_map is None or any(a is None for a in [*rs, *mp]):
             return False
 
         def canvas(parts: list) -> Image.Image:

@@ -118,5 +118,5 @@ def line(kind: str, pts: np.ndarray, fid: int, width_m: float = 0.0) -> Feature:
     return Feature(kind, "line", (np.asarray(pts, dtype=np.float64),), fid, width_m)
 
 
-def point(kind: str, xy: Sequence[float], fid: int, radius_m: float = 0.0) -> Feature:
+def point(kind: str, xy: Sequence[float] | np.ndarray, fid: int, radius_m: float = 0.0) -> Feature:
     return Feature(kind, "point", (np.asarray([xy], dtype=np.float64),), fid, radius_m)

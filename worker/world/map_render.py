@@ -86,7 +86,8 @@ def render_map(index: FeatureIndex, frame: Frame) -> np.ndarray:
 
     for f in feats:
         if f.kind == "tree":
-            (x, y), r = to_px(f.rings[0])[0], frame.px(f.size_m)
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=st.TREE)
+            x, y = to_px(f.rings[0])[0]
+            rad = frame.px(f.size_m)
+            draw.ellipse((x - rad, y - rad, x + rad, y + rad), fill=st.TREE)
 
     return frame.crop(np.array(reduce(canvas, ss)))

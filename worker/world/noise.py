@@ -12,7 +12,7 @@ _M3 = np.uint64(0x94D049BB133111EB)
 
 def hash_u64(*keys: np.ndarray | int) -> np.ndarray:
     """splitmix64-style hash of integer arrays (broadcast together)."""
-    h = np.uint64(0x2545F4914F6CDD1D)
+    h: np.ndarray = np.asarray(np.uint64(0x2545F4914F6CDD1D))
     with np.errstate(over="ignore"):
         for k in keys:
             k = np.asarray(k).astype(np.int64).astype(np.uint64)

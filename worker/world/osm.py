@@ -32,7 +32,7 @@ _WATER_LANDUSE = {"basin", "pond", "reservoir"}
 
 
 def _underground(tags: osmium.osm.TagList) -> bool:
-    layer = tags.get("layer", "0")
+    layer = tags.get("layer") or "0"
     return (
         tags.get("tunnel") in ("yes", "culvert", "building_passage")
         or tags.get("location") == "underground"

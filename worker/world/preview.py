@@ -37,14 +37,14 @@ def preview(out: Path) -> None:
         )
 
 
-def timings(zooms: range = range(14, 19), n: int = 8) -> dict[int, float]:
+def timings(zooms: range = range(14, 19), n: int = 8) -> dict[int, dict[str, float]]:
     """Median milliseconds per 256 px tile (imagery + map) over n tiles per zoom."""
     world = world_for("helsinki")
     world.imagery_tile(16, *mercantile.tile(*CENTRE, 16)[:2])  # warm caches and imports
     out = {}
     for z in zooms:
         t = mercantile.tile(*CENTRE, z)
-        times = {"imagery": [], "map": []}
+        times: dict[str, list[float]] = {"imagery": [], "map": []}
         for i in range(n):
             x, y = t.x + i % 3 - 1, t.y + i // 3 - 1
             t0 = time.perf_counter()
