@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import click
@@ -15,7 +16,7 @@ import uvicorn
 
 log = logging.getLogger("mapcascade.serve")
 
-WORKER_RESTART_DELAY = 1.0
+WORKER_RESTART_DELAYS = (1, 2, 5, 10, 30)  # seconds, growing while the worker keeps dying
 
 
 @click.command("serve")
@@ -56,6 +57,7 @@ class WorkerSupervisor:
     def __init__(self, env: dict[str, str]):
         self.env = env
         self.process: subprocess.Popen | None = None
+        self._started = 0.0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -65,15 +67,25 @@ class WorkerSupervisor:
 
     def _spawn(self) -> None:
         # Its own session: a terminal's Ctrl-C goes to us, and we stop the worker in order.
+        # -P: a folder named like our packages in the working directory must not shadow them.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"], env=self.env, start_new_session=True
+            [sys.executable, "-P", "-m", "app.cli", "worker"], env=self.env, start_new_session=True
         )
+        self._started = time.monotonic()
 
     def _watch(self) -> None:
-        while not self._stopping.wait(WORKER_RESTART_DELAY):
-            if self.process is not None and self.process.poll() is not None:
-                log.warning("worker exited with %s; starting a new one", self.process.returncode)
-                self._spawn()
+        failures = 0
+        while not self._stopping.wait(1.0):
+            if self.process is None or self.process.poll() is None:
+                continue
+            # A worker that lived a while died of something transient; one that dies at once
+            # (a broken layer or model) is retried ever more slowly instead of in a hot loop.
+            failures = 0 if time.monotonic() - self._started > 60 else failures + 1
+            delay = WORKER_RESTART_DELAYS[min(failures, len(WORKER_RESTART_DELAYS) - 1)]
+            log.warning("worker exited with %s; restarting in %ss", self.process.returncode, delay)
+            if self._stopping.wait(delay):
+                return
+            self._spawn()
 
     def stop(self, timeout: float = 20.0) -> None:
         self._stopping.set()
