@@ -13,7 +13,7 @@
   const tj = info.tj;
   document.title = (tj.description || tj.name || "mapcascade") + " · Leaflet";
 
-  const states = new mc.TileStates(status.setPending);
+  const states = new mc.TileStates(status.setCounts);
   const tileImgs = new Map(); // "z/x/y" -> <img> on screen
 
   function keyOf(c) {

@@ -43,10 +43,10 @@
   // State of the tiles on screen, by "z/x/y": "loading", "pending" (an interim
   // image is shown), "error" or "final". Only final tiles are not worth reloading.
   class TileStates {
-    constructor(onPendingCount) {
+    constructor(onChange) {
       this.states = new Map();
       this.pendingSince = new Map();
-      this.onPendingCount = onPendingCount;
+      this.onChange = onChange; // gets {pending, loading, total}
     }
     set(key, state) {
       if (state === null) this.states.delete(key);
@@ -56,7 +56,9 @@
       } else if (state !== "loading") {
         this.pendingSince.delete(key);
       }
-      this.onPendingCount(this.pendingSince.size);
+      let loading = 0;
+      this.states.forEach(function (s) { if (s === "loading") loading += 1; });
+      this.onChange({ pending: this.pendingSince.size, loading: loading, total: this.states.size });
     }
     unfinished(key) {
       const s = this.states.get(key);
@@ -139,17 +141,19 @@
 
   // The one-line status under the map: "3 tiles generating · live".
   function statusLine(el) {
-    let pending = 0;
+    let counts = { pending: 0, loading: 0, total: 0 };
     let feed = "connecting";
     function render() {
-      const tiles = pending === 0 ? "all tiles final"
-        : pending === 1 ? "1 tile generating" : pending + " tiles generating";
+      const n = counts.pending;
+      const tiles = n > 0 ? n + (n === 1 ? " tile generating" : " tiles generating")
+        : counts.loading > 0 ? "loading tiles"
+        : counts.total > 0 ? "all tiles final" : "no tiles in view";
       el.textContent = tiles + " · " + feed;
-      el.dataset.pending = String(pending);
+      el.dataset.pending = String(n);
     }
     render();
     return {
-      setPending: function (n) { pending = n; render(); },
+      setCounts: function (c) { counts = c; render(); },
       setFeed: function (s) { feed = s; render(); },
       error: function (msg) { el.textContent = msg; el.classList.add("error"); },
     };

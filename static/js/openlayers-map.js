@@ -13,7 +13,7 @@
   const tj = info.tj;
   document.title = (tj.description || tj.name || "mapcascade") + " · OpenLayers";
 
-  const states = new mc.TileStates(status.setPending);
+  const states = new mc.TileStates(status.setCounts);
   const tiles = new Map(); // "z/x/y" -> ol ImageTile last loaded for it
 
   // First load: the tile's own <img>; OpenLayers marks the tile loaded on its load event.
@@ -87,7 +87,12 @@
   });
   if (!tj.center && extent) map.getView().fit(extent);
 
-  const stats = mc.startLiveRefresh({ layer: info.layer, states: states, status: status, reloadTile: reloadTile });
+  const stats = mc.startLiveRefresh({
+    layer: info.layer,
+    states: states,
+    status: status,
+    reloadTile: reloadTile,
+  });
 
   window.mapcascadeViewer = { map: map, source: source, states: states, stats: stats };
 })();
