@@ -49,5 +49,6 @@ class Context:
             ) from None
 
 
-def get_context(request: Request) -> Context:
+async def get_context(request: Request) -> Context:
+    # async: a plain function would cost every request a hop through the thread pool.
     return request.app.state.context
