@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     device: str = "cpu"
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     weights_dir: Path | None = None
+    # CPU threads per worker; None = all cores. Several workers (or other jobs) on few cores
+    # need fewer: oversubscribed torch threads spin and run many times slower.
+    torch_threads: int | None = None
     queue_name: str = "mapcascade"
 
     @cached_property

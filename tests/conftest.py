@@ -75,6 +75,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         MAPCASCADE_JOB_RETRIES=str(settings.job_retries),
         MAPCASCADE_RETRY_BACKOFF=str(settings.retry_backoff),
         MAPCASCADE_FAILURE_COOLDOWN=str(settings.failure_cooldown),
+        # Test workers share two cores with each other and the test process.
+        MAPCASCADE_TORCH_THREADS="1",
     )
     if settings.layers_file is not None:
         env["MAPCASCADE_LAYERS_FILE"] = str(settings.layers_file)

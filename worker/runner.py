@@ -7,6 +7,7 @@ import os
 import socket
 from typing import cast
 
+import torch
 from redis import Redis
 from rq import Queue, SimpleWorker, Worker
 from rq.job import JobStatus
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 def run_worker(settings: Settings | None = None, burst: bool = False) -> None:
     settings = settings or Settings()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
     redis = Redis.from_url(settings.redis_url)
     queue = Queue(settings.queue_name, connection=redis)
     recover_dead_workers(queue)

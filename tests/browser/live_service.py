@@ -41,6 +41,7 @@ def serve(data_dir: Path, layers_file: Path | None = None, timeout: float = 120)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAPCASCADE_")}
     if layers_file is not None:
         env["MAPCASCADE_LAYERS_FILE"] = str(layers_file)
+    env["MAPCASCADE_TORCH_THREADS"] = "1"  # the worker shares two cores with Chromium
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port),

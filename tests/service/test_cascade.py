@@ -92,6 +92,7 @@ def test_deep_miss_generates_the_chain_from_the_root_in_order(make_settings, wor
     chain = [Block.of("kampala", ancestor_of(tile, z)) for z in (19, 20, 21, 22)]
     metas = [store.block_meta(b) for b in chain]
     assert all(m is not None for m in metas)
+    print("block generation seconds, root first:", [m["duration_s"] for m in metas])
     # The root block has no reference; then 2X (parent) once; then 4X (grandparent quadrant).
     assert [m["reference_span"] for m in metas] == [0, 2, 4, 4]
     assert metas[0]["reference_tiles"] == []

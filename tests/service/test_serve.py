@@ -56,6 +56,7 @@ def test_serve_runs_everything_and_ctrl_c_stops_it(tmp_path):
     layers.write_text(yaml.safe_dump({"layers": [KAMPALA_LAYER]}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAPCASCADE_")}
     env["MAPCASCADE_LAYERS_FILE"] = str(layers)
+    env["MAPCASCADE_TORCH_THREADS"] = "1"  # the test process shares the two cores
     port = free_port()
     data = tmp_path / "data"
     redis_dirs_before = redis_dirs()
