@@ -44,7 +44,7 @@ DENOISER_MODULES = ("unet", "mfencoder", "sfadapter", "scale_encoder")
 @dataclass
 class TrainOptions:
     config: str = "demo"
-    data: str = "."
+    data: tuple[str, ...] = (".",)  # one or more data set folders
     out: str = "runs/demo"
     split: str | None = "train"
     steps: int = 2000  # diffusion steps

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,28 +84,34 @@ def _load(path: Path) -> torch.Tensor:
 class TileDataset:
     """All tiles of a split, held in memory as uint8 (a few thousand tiles are a few GB)."""
 
-    def __init__(self, root: str | Path, split: str | None = "train") -> None:
-        self.root = Path(root)
-        names = read_tile_list(self.root, split)
+    def __init__(
+        self, roots: str | Path | Sequence[str | Path], split: str | None = "train"
+    ) -> None:
+        # Several data sets (one per built area) train as one.
+        self.roots = [Path(roots)] if isinstance(roots, str | Path) else [Path(r) for r in roots]
         self.names: list[str] = []
         self.zooms: list[int] = []
         self.lats: list[float] = []
         self.images: dict[str | int, list[torch.Tensor | None]] = {k: [] for k in FOLDERS}
-        for name in names:
-            paths = {k: self.root / folder / f"{name}.png" for k, folder in FOLDERS.items()}
-            if not (paths["imagery"].is_file() and paths["map"].is_file()):
-                logger.warning("tile %s lacks imagery or map; skipped", name)
-                continue
-            z, x, y = (int(v) for v in name.split("_"))
-            self.names.append(name)
-            self.zooms.append(z)
-            self.lats.append(tile_latitude(z, y + 0.5))
-            for key, path in paths.items():
-                self.images[key].append(_load(path) if path.is_file() else None)
+        for root in self.roots:
+            for name in read_tile_list(root, split):
+                self._add(root, name)
         if not self.names:
-            raise ValueError(f"no usable tiles in {self.root} (split {split!r})")
-        self.size = self.images["map"][0].shape[-1]
-        logger.info("loaded %d tiles from %s", len(self.names), self.root)
+            where = ", ".join(str(r) for r in self.roots)
+            raise ValueError(f"no usable tiles in {where} (split {split!r})")
+        logger.info("loaded %d tiles from %d data sets", len(self.names), len(self.roots))
+
+    def _add(self, root: Path, name: str) -> None:
+        paths = {k: root / folder / f"{name}.png" for k, folder in FOLDERS.items()}
+        if not (paths["imagery"].is_file() and paths["map"].is_file()):
+            logger.warning("tile %s lacks imagery or map; skipped", name)
+            return
+        z, _, y = (int(v) for v in name.split("_"))
+        self.names.append(name)
+        self.zooms.append(z)
+        self.lats.append(tile_latitude(z, y + 0.5))
+        for key, path in paths.items():
+            self.images[key].append(_load(path) if path.is_file() else None)
 
     def __len__(self) -> int:
         return len(self.names)

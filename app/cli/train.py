@@ -18,7 +18,8 @@ DEFAULT_LR = {"demo": 3e-4, "tiny": 3e-4, "sd21": 5e-5}
     "--data",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     required=True,
-    help="Data set folder (rs_256/, map_256/, ref_scale_*_256/, train.csv).",
+    multiple=True,
+    help="Data set folder (rs_256/, map_256/, ref_scale_*_256/, train.csv); repeatable.",
 )
 @click.option("--split", default="train", show_default=True, help="Tile list: SPLIT.csv.")
 @click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True)
@@ -39,7 +40,7 @@ DEFAULT_LR = {"demo": 3e-4, "tiny": 3e-4, "sd21": 5e-5}
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
 def train(
     config: str,
-    data: Path,
+    data: tuple[Path, ...],
     split: str,
     steps: int,
     vae_steps: int | None,
@@ -75,7 +76,7 @@ def train(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     options = TrainOptions(
         config=config,
-        data=str(data),
+        data=tuple(str(d) for d in data),
         out=str(out),
         split=split or None,
         steps=steps,

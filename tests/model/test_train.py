@@ -47,7 +47,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def options(data: Path, out: Path, **overrides: object) -> TrainOptions:
     base = TrainOptions(
         config="tiny",
-        data=str(data),
+        data=(str(data),),
         out=str(out),
         steps=2,
         batch_size=2,
