@@ -65,7 +65,7 @@ def demo_layer() -> Layer:
         bounds=HELSINKI_BOUNDS,
         root_zoom=14,
         max_zoom=18,
-        model="tiny",
+        model="demo",  # model/weights/demo: trained by us on the synthetic world
     )
 
 

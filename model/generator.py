@@ -181,8 +181,9 @@ def load_components(directory: Path) -> Components:
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{meta_path}: unknown checkpoint format {meta.get('format')!r}")
+    # Our checkpoints are small: plain loading, no `accelerate` (and no warning asking for it).
     modules = {
-        key: module_class.from_pretrained(directory / key)
+        key: module_class.from_pretrained(directory / key, low_cpu_mem_usage=False)
         for key, module_class in _MODULE_CLASSES.items()
     }
     return Components(
