@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from app.tiles import TILE_SIZE, Tile
-from model import metrics
+from model import Generator, metrics
 from worker import blocks
 from worker.imagery.world import WorldSource
 from worker.world import CLASS_COLOURS, get_area, world_for
@@ -49,20 +49,6 @@ class _Cascade:
     mask: dict[Tile, np.ndarray] = field(default_factory=dict)
     images: dict[Tile, Image.Image] = field(default_factory=dict)  # RGBA, as the store holds
     block_seconds: list[float] = field(default_factory=list)
-
-
-def load_generator(name: str, steps: int | None = None):  # noqa: ANN201 - model.Generator
-    """The generator and a note when it had to fall back ("demo" is not shipped yet)."""
-    from model import Generator
-
-    try:
-        return Generator.load(name, steps=steps), None
-    except FileNotFoundError as e:
-        if name != "demo":
-            raise
-        note = f"model 'demo' unavailable ({e}); fell back to 'tiny' (random weights)"
-        log.warning(note)
-        return Generator.load("tiny", steps=steps), note
 
 
 def _quarters(a: np.ndarray) -> list[np.ndarray]:
@@ -237,13 +223,12 @@ def _json_safe(v: object) -> object:
 def evaluate(spec: EvalSpec, progress: Callable[[int, int], None] | None = None) -> dict:
     """Run the cascade, score it, write report.json and the mosaics; returns the report."""
     spec.out.mkdir(parents=True, exist_ok=True)
-    generator, note = load_generator(spec.model, spec.steps)
+    generator = Generator.load(spec.model, steps=spec.steps)
     area = get_area(spec.area)
     c = run_cascade(spec, generator, progress)
     report = {
         "model_requested": spec.model,
         "model": generator.model_id,
-        "note": note,
         "area": spec.area,
         "split": area.split,
         "bbox": list(world_for(area, spec.bbox).bbox),

@@ -42,8 +42,6 @@ def evaluate(model: str, area: str, zooms: str, bbox: str | None, steps: int | N
                   TimeRemainingColumn()) as bar:  # fmt: skip
         task = bar.add_task("blocks", total=None)
         report = run(spec, lambda done, total: bar.update(task, completed=done, total=total))
-    if report.get("note"):
-        click.echo(f"note: {report['note']}", err=True)
     o = report["overall"]["model"]
     click.echo(
         f"{report['model']} on {area} z{zooms}: Y-PSNR {o['psnr_y']:.2f} dB, "
