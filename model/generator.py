@@ -152,7 +152,7 @@ class Generator:
         directory.mkdir(parents=True, exist_ok=True)
         for key, module in self.pipeline.modules().items():
             module.save_pretrained(directory / key, safe_serialization=True)
-            _drop_source_path(directory / key / "config.json")
+            drop_source_path(directory / key / "config.json")
         meta = {
             "format": CHECKPOINT_FORMAT,
             "version": 1,
@@ -211,7 +211,7 @@ def _check_request(index: int, request: BlockRequest) -> None:
         )
 
 
-def _drop_source_path(config: Path) -> None:
+def drop_source_path(config: Path) -> None:
     """diffusers records where a module was loaded from; a shipped checkpoint must not."""
     data = json.loads(config.read_text())
     if data.pop("_name_or_path", None) is not None:

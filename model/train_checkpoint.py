@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from model.generator import CHECKPOINT_FORMAT, model_id_of
+from model.generator import CHECKPOINT_FORMAT, drop_source_path, model_id_of
 
 CHECKPOINT = "checkpoint"
 EXPORT = "export"
@@ -31,6 +31,7 @@ def write_generator(
     directory.mkdir(parents=True, exist_ok=True)
     for key, module in modules.items():
         module.save_pretrained(directory / key, safe_serialization=True)
+        drop_source_path(directory / key / "config.json")
     model_id = model_id_of(name, modules)
     meta = {
         "format": CHECKPOINT_FORMAT,
