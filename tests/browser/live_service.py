@@ -42,6 +42,8 @@ def serve(data_dir: Path, layers_file: Path | None = None, timeout: float = 120)
     if layers_file is not None:
         env["MAPCASCADE_LAYERS_FILE"] = str(layers_file)
     env["MAPCASCADE_TORCH_THREADS"] = "1"  # the worker shares two cores with Chromium
+    # Misses answer at once with the interim tile: however fast the model, tiles start pending.
+    env["MAPCASCADE_WAIT_DEFAULT"] = "0"
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port),
