@@ -122,19 +122,9 @@ class TileRect:
         return max(cx, 0) * max(cy, 0)
 
 
-def tile_center_lat(tile: Tile) -> float:
-    b = mercantile.bounds(tile)
-    return (b.north + b.south) / 2
-
-
 def ground_resolution(zoom: int, lat: float) -> float:
     """Metres per pixel of a 256 px tile at this latitude (not the equator value)."""
     return 156543.03392804097 * math.cos(math.radians(lat)) / (1 << zoom)
-
-
-def tiles_in_bbox(bbox: tuple[float, float, float, float], zoom: int) -> list[Tile]:
-    west, south, east, north = bbox
-    return [Tile(*t) for t in mercantile.tiles(west, south, east, north, zooms=[zoom])]
 
 
 def intersects(tile: Tile, bbox: tuple[float, float, float, float]) -> bool:
