@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import BlockRequest, Generator, ScaleInfo, configs  # noqa: E402
+from model.codec import decode_latents  # noqa: E402
 from model.generator import DTYPES  # noqa: E402
 from model.injection import inject_features  # noqa: E402
 from model.schedulers import SCHEDULER_NAMES  # noqa: E402
@@ -96,7 +97,7 @@ def count_flops(generator: Generator, requests: list[BlockRequest]) -> dict[str,
             pipe.unet(latents, 500, encoder_hidden_states=conditions.context)
         counts["unet_step"] = c.get_total_flops()
         with FlopCounterMode(display=False) as counter:
-            pipe.vae.decode(latents)
+            decode_latents(pipe.vae, latents)
         counts["vae_decode"] = counter.get_total_flops()
     return counts
 

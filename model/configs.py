@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+from model.codec import Codec, PatchCodec
 from model.mfencoder import MFEncoder
 from model.scale_encoder import ScaleEncoder
 from model.sfadapter import SFAdapter
@@ -41,12 +42,13 @@ class Components:
 
     name: str
     unet: UNet2DConditionModel
-    vae: AutoencoderKL
+    vae: Codec
     mfencoder: MFEncoder
     sfadapter: SFAdapter
     scale_encoder: ScaleEncoder
     steps: int
     scheduler: str
+    prediction_type: str = "epsilon"  # what the UNet predicts (model/schedulers.py)
 
 
 @contextmanager
@@ -136,14 +138,21 @@ def build_tiny() -> Components:
 
 
 # demo: a CPU-sized SCGM model trained from scratch by `mapcascade train --config demo`.
-# A factor-4 autoencoder (maps are flat colours with 1-3 px roads: factor 8 smears them) gives a
-# 128x128x4 latent for a 512 block; the UNet and MFEncoder stay narrow at full resolution and
-# put attention only on the two coarsest levels, so one denoising step costs ~6 GFLOP.
+# Its latent is the lossless factor-4 patch codec (model/codec.py): 128x128x48 for a 512 block,
+# standardised with the colour statistics of the training maps. The UNet and MFEncoder stay
+# narrow at full latent resolution and put attention only on the two coarsest levels.
+DEMO_CODEC = {
+    "factor": 4,
+    "mean": (0.7662, 0.7426, 0.6743),
+    "std": (0.1460, 0.1402, 0.1912),
+}
+DEMO_LATENT_CHANNELS = 3 * DEMO_CODEC["factor"] ** 2
 DEMO_UNET = {
     "sample_size": 128,
-    "in_channels": 4,
-    "out_channels": 4,
-    "block_out_channels": (32, 64, 128, 128),
+    "in_channels": DEMO_LATENT_CHANNELS,
+    "out_channels": DEMO_LATENT_CHANNELS,
+    # 48 at the top: each latent cell is a 4x4 RGB patch (48 numbers) to be drawn.
+    "block_out_channels": (48, 64, 128, 128),
     "down_block_types": ("DownBlock2D", "DownBlock2D") + ("CrossAttnDownBlock2D",) * 2,
     "up_block_types": ("CrossAttnUpBlock2D",) * 2 + ("UpBlock2D", "UpBlock2D"),
     "layers_per_block": 1,
@@ -151,16 +160,6 @@ DEMO_UNET = {
     "attention_head_dim": 4,
     "use_linear_projection": True,
     "norm_num_groups": 8,
-}
-DEMO_VAE = {
-    **SD21_VAE,
-    "down_block_types": ("DownEncoderBlock2D",) * 3,
-    "up_block_types": ("UpDecoderBlock2D",) * 3,
-    "block_out_channels": (16, 32, 64),
-    "layers_per_block": 1,
-    "norm_num_groups": 8,
-    # Mid-block attention over 128x128 latents would cost more than the rest of the model.
-    "mid_block_add_attention": False,
 }
 DEMO_TEXT = {"kind": "numeric", "context_dim": 64, "num_tokens": 4, "hidden": 64}
 # Two stages: the condition map lands on the factor-4 latent grid (128x128 for a block).
@@ -174,12 +173,13 @@ DEMO_MFENCODER = {
 # Trained from scratch, so no SD-latent-sized damping of the features.
 DEMO_SFADAPTER = {
     "in_channels": 64,
-    "channels": (32, 64, 128, 128),
+    "channels": DEMO_UNET["block_out_channels"],
     "num_res_blocks": 1,
     "feature_scale": 1.0,
 }
 DEMO_STEPS = 12
 DEMO_SCHEDULER = "ddim"
+DEMO_PREDICTION = "v_prediction"
 
 
 def build_demo(seed: int = 0) -> Components:
@@ -188,12 +188,13 @@ def build_demo(seed: int = 0) -> Components:
         return Components(
             name="demo",
             unet=UNet2DConditionModel(**DEMO_UNET),
-            vae=AutoencoderKL(**DEMO_VAE),
+            vae=PatchCodec(**DEMO_CODEC),
             mfencoder=MFEncoder(**DEMO_MFENCODER),
             sfadapter=SFAdapter(**DEMO_SFADAPTER),
             scale_encoder=ScaleEncoder(**DEMO_TEXT),
             steps=DEMO_STEPS,
             scheduler=DEMO_SCHEDULER,
+            prediction_type=DEMO_PREDICTION,
         )
 
 

@@ -20,6 +20,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from PIL import Image
 
 from model import configs
+from model.codec import PatchCodec
 from model.configs import Components
 from model.mfencoder import MFEncoder
 from model.pipeline import MapPipeline
@@ -36,11 +37,11 @@ BLOCK_SIZE = 512
 CHECKPOINT_FORMAT = "mapcascade-generator"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _MODULE_CLASSES = {
-    "unet": UNet2DConditionModel,
-    "vae": AutoencoderKL,
-    "mfencoder": MFEncoder,
-    "sfadapter": SFAdapter,
-    "scale_encoder": ScaleEncoder,
+    "unet": (UNet2DConditionModel,),
+    "vae": (AutoencoderKL, PatchCodec),
+    "mfencoder": (MFEncoder,),
+    "sfadapter": (SFAdapter,),
+    "scale_encoder": (ScaleEncoder,),
 }
 
 
@@ -105,6 +106,7 @@ class Generator:
             components.mfencoder,
             components.sfadapter,
             components.scale_encoder,
+            components.prediction_type,
         )
         model_id = model_id_of(components.name, pipeline.modules())
         pipeline.to(device, _torch_dtype(dtype))
@@ -148,20 +150,15 @@ class Generator:
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write a checkpoint folder; Generator.load(directory) gives identical outputs."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        for key, module in self.pipeline.modules().items():
-            module.save_pretrained(directory / key, safe_serialization=True)
-            drop_source_path(directory / key / "config.json")
-        meta = {
-            "format": CHECKPOINT_FORMAT,
-            "version": 1,
-            "name": self.name,
-            "model_id": self.model_id,
-            "steps": self.steps,
-            "scheduler": self.scheduler,
-        }
-        (directory / "generator.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_checkpoint(
+            Path(directory),
+            self.pipeline.modules(),
+            name=self.name,
+            steps=self.steps,
+            scheduler=self.scheduler,
+            prediction_type=self.pipeline.prediction_type,
+            model_id=self.model_id,
+        )
 
     def generate(self, requests: Sequence[BlockRequest]) -> list[Image.Image]:
         """One RGB 512x512 map per request, in order; the whole list runs as one batch."""
@@ -184,12 +181,59 @@ def load_components(directory: Path) -> Components:
         raise ValueError(f"{meta_path}: unknown checkpoint format {meta.get('format')!r}")
     # Our checkpoints are small: plain loading, no `accelerate` (and no warning asking for it).
     modules = {
-        key: module_class.from_pretrained(directory / key, low_cpu_mem_usage=False)
-        for key, module_class in _MODULE_CLASSES.items()
+        key: _module_class(directory / key, classes).from_pretrained(
+            directory / key, low_cpu_mem_usage=False
+        )
+        for key, classes in _MODULE_CLASSES.items()
     }
     return Components(
-        name=meta["name"], steps=meta["steps"], scheduler=meta["scheduler"], **modules
+        name=meta["name"],
+        steps=meta["steps"],
+        scheduler=meta["scheduler"],
+        # Checkpoints from before the field was recorded are epsilon models.
+        prediction_type=meta.get("prediction_type", "epsilon"),
+        **modules,
     )
+
+
+def write_checkpoint(
+    directory: Path,
+    modules: dict[str, torch.nn.Module],
+    *,
+    name: str,
+    steps: int,
+    scheduler: str,
+    prediction_type: str,
+    model_id: str | None = None,
+) -> str:
+    """generator.json + one diffusers folder per module; returns the model id it recorded
+    (computed from `modules` unless given)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for key, module in modules.items():
+        module.save_pretrained(directory / key, safe_serialization=True)
+        drop_source_path(directory / key / "config.json")
+    model_id = model_id or model_id_of(name, modules)
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "version": 1,
+        "name": name,
+        "model_id": model_id,
+        "steps": steps,
+        "scheduler": scheduler,
+        "prediction_type": prediction_type,
+    }
+    (directory / "generator.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return model_id
+
+
+def _module_class(folder: Path, classes: tuple[type, ...]) -> type:
+    """The class a module folder was saved from (its config's `_class_name`)."""
+    name = json.loads((folder / "config.json").read_text()).get("_class_name")
+    for cls in classes:
+        if cls.__name__ == name:
+            return cls
+    allowed = ", ".join(c.__name__ for c in classes)
+    raise ValueError(f"{folder}: module class {name!r} is not one of {allowed}")
 
 
 def _torch_dtype(dtype: str) -> torch.dtype:

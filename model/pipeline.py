@@ -14,15 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
+from model.codec import Codec, decode_latents, latent_factor
 from model.injection import inject_features
 from model.mfencoder import MFEncoder
 from model.request import BlockRequest
 from model.scale_encoder import ScaleEncoder
-from model.schedulers import make_scheduler
+from model.schedulers import check_prediction_type, make_scheduler
 from model.sfadapter import SFAdapter
 
 logger = logging.getLogger(__name__)
@@ -57,11 +58,13 @@ class MapPipeline:
     def __init__(
         self,
         unet: UNet2DConditionModel,
-        vae: AutoencoderKL,
+        vae: Codec,
         mfencoder: MFEncoder,
         sfadapter: SFAdapter,
         scale_encoder: ScaleEncoder,
+        prediction_type: str = "epsilon",
     ) -> None:
+        self.prediction_type = check_prediction_type(prediction_type)
         self.unet = unet
         self.vae = vae
         self.mfencoder = mfencoder
@@ -95,7 +98,7 @@ class MapPipeline:
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return latent_factor(self.vae)
 
     @torch.inference_mode()
     def __call__(
@@ -114,7 +117,7 @@ class MapPipeline:
             return [self([r], steps, scheduler)[0] for r in requests]
         generators = [sample_generator(r.seed) for r in requests]
         conditions = self.encode_conditions(requests)
-        noise_scheduler = make_scheduler(scheduler, steps)
+        noise_scheduler = make_scheduler(scheduler, steps, self.prediction_type)
         height, width = requests[0].imagery.size[::-1]
         latents = self.prepare_latents(generators, height, width, noise_scheduler)
         latents = self.denoise(latents, conditions, noise_scheduler, generators)
@@ -172,15 +175,14 @@ class MapPipeline:
         with inject_features(self.unet, conditions.features):
             for t in scheduler.timesteps:
                 model_input = scheduler.scale_model_input(latents, t).to(self.dtype)
-                noise_pred = self.unet(
+                model_output = self.unet(
                     model_input, t, encoder_hidden_states=conditions.context
                 ).sample
                 latents = scheduler.step(
-                    noise_pred.float(), t, latents, generator=step_generator
+                    model_output.float(), t, latents, generator=step_generator
                 ).prev_sample
         return latents
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
-        latents = latents / self.vae.config.scaling_factor
-        images = self.vae.decode(latents.to(self.dtype)).sample
+        images = decode_latents(self.vae, latents.to(self.dtype))
         return [tensor_to_image(image) for image in images]

@@ -1,4 +1,8 @@
-"""Noise schedulers by name, all on SD 2.1-base's training schedule (epsilon prediction).
+"""Noise schedulers by name, all on SD 2.1-base's training schedule.
+
+The denoiser's target is a property of the trained model: "epsilon" (SD 2.1-base, the SCGM
+paper) or "v_prediction" (the demo model: with few sampling steps a v-model's first steps
+already give the clean map, where an epsilon model's estimates are still washed out).
 
 "ddpm" is the official SCGM inference: ancestral sampling on IDDPM-respaced timesteps with the
 "fixed_small" posterior variance. Passing the respaced timesteps explicitly matters: with
@@ -22,8 +26,8 @@ TRAIN_SCHEDULE = {
     "beta_start": 0.00085,
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
-    "prediction_type": "epsilon",
 }
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 _SCHEDULERS: dict[str, tuple[type[SchedulerMixin], dict]] = {
     "ddim": (
@@ -47,12 +51,21 @@ def respaced_timesteps(steps: int, train_steps: int = 1000) -> list[int]:
     return sorted({round(i * stride) for i in range(steps)}, reverse=True)
 
 
-def make_scheduler(name: str, steps: int) -> SchedulerMixin:
+def check_prediction_type(prediction_type: str) -> str:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"unknown prediction type {prediction_type!r} ({', '.join(PREDICTION_TYPES)})"
+        )
+    return prediction_type
+
+
+def make_scheduler(name: str, steps: int, prediction_type: str = "epsilon") -> SchedulerMixin:
     """A fresh scheduler (they are stateful) with its timesteps set for `steps` steps."""
     if name not in _SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(_SCHEDULERS)}")
     cls, extra = _SCHEDULERS[name]
-    scheduler = cls(**TRAIN_SCHEDULE, **extra)
+    check_prediction_type(prediction_type)
+    scheduler = cls(**TRAIN_SCHEDULE, **extra, prediction_type=prediction_type)
     if name == "ddpm":
         scheduler.set_timesteps(timesteps=respaced_timesteps(steps))
     else:

@@ -1,10 +1,12 @@
-"""Training of a generator: first its autoencoder on map crops (demo only), then the diffusion
-model (UNet + MFEncoder + SFAdapter + scale encoder) on imagery/reference/map samples.
+"""Training of a generator: optionally first its autoencoder on map crops (`vae_steps`, for a
+learned AutoencoderKL; the demo's patch codec needs none), then the diffusion model (UNet +
+MFEncoder + SFAdapter + scale encoder) on imagery/reference/map samples.
 
 One global step counter runs through both phases (autoencoder steps first), so `--resume`
-needs nothing but the output folder. The denoiser is trained for epsilon prediction on the SD
-schedule (what model/schedulers.py samples with) with min-SNR weighting, which converges
-several times faster than the plain loss, and an EMA of its weights is what gets exported.
+needs nothing but the output folder. The denoiser learns its config's prediction type (epsilon
+or v) on the SD schedule (what model/schedulers.py samples with) with min-SNR weighting, which
+converges several times faster than the plain loss, and an EMA of its weights is what gets
+exported.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
+from diffusers import AutoencoderKL, DDPMScheduler
 
 from model import configs
+from model.codec import encode_latents
 from model.configs import Components
 from model.generator import load_components
 from model.injection import inject_features
-from model.schedulers import TRAIN_SCHEDULE
+from model.schedulers import TRAIN_SCHEDULE, check_prediction_type
 from model.train_checkpoint import (
     CHECKPOINT,
     load_trainer_state,
@@ -48,7 +51,7 @@ class TrainOptions:
     out: str = "runs/demo"
     split: str | None = "train"
     steps: int = 2000  # diffusion steps
-    vae_steps: int = 0  # autoencoder steps, run first (demo: its VAE is trained from scratch)
+    vae_steps: int = 0  # autoencoder steps, run first (a from-scratch AutoencoderKL only)
     batch_size: int = 8
     vae_batch_size: int = 8
     crop: int = 128
@@ -56,6 +59,7 @@ class TrainOptions:
     lr: float = 3e-4
     vae_lr: float = 1e-3
     warmup: int = 100
+    prediction_type: str | None = None  # None: the config's (model/schedulers.py)
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
     kl_weight: float = 1e-6
@@ -124,6 +128,9 @@ class Trainer:
             self.components = load_components(self.out / CHECKPOINT / "generator")
         else:
             self.components = build_components(options.config, options.seed)
+        if options.prediction_type is not None:
+            # A switch is a fine-tune of the target (SD 2 moved epsilon -> v this way).
+            self.components.prediction_type = check_prediction_type(options.prediction_type)
         self.modules = {
             "unet": self.components.unet,
             "vae": self.components.vae,
@@ -136,18 +143,26 @@ class Trainer:
         params = trainable_parameters(options.config, self.components)
         for p in params:
             p.requires_grad_(True)
+        self.vae_optimizer = None
         if options.vae_steps > 0:
+            if not isinstance(self.components.vae, AutoencoderKL):
+                raise ValueError(
+                    f"{options.config} has a fixed codec, no autoencoder to train: "
+                    "use 0 autoencoder steps"
+                )
             self.components.vae.requires_grad_(True)
-        self.vae_optimizer = torch.optim.AdamW(
-            self.components.vae.parameters(), lr=options.vae_lr, weight_decay=0.0
-        )
+            self.vae_optimizer = torch.optim.AdamW(
+                self.components.vae.parameters(), lr=options.vae_lr, weight_decay=0.0
+            )
         self.optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=0.01)
         self.ema: dict[str, torch.Tensor] = {
             f"{key}.{n}": t.detach().clone()
             for key in DENOISER_MODULES
             for n, t in self.modules[key].state_dict().items()
         }
-        self.noise_schedule = DDPMScheduler(**TRAIN_SCHEDULE)
+        self.noise_schedule = DDPMScheduler(
+            **TRAIN_SCHEDULE, prediction_type=self.components.prediction_type
+        )
         self.alphas_cumprod = self.noise_schedule.alphas_cumprod.to(self.device)
         self.step = 0
         self.latents_normalized = options.vae_steps == 0
@@ -202,7 +217,10 @@ class Trainer:
         recon = vae.decode(posterior.mean + posterior.std * noise).sample
         # L1 keeps flat colours and edges sharp; MSE weighs the rare large errors (thin roads).
         loss = F.l1_loss(recon, maps) + F.mse_loss(recon, maps)
-        loss = loss + o.kl_weight * posterior.kl().mean()
+        # kl() sums over the latent; per pixel, as LDM's loss (which sums the reconstruction
+        # over pixels too). Unscaled, 1e-6 weighs ~50,000x more and the bottleneck turns the
+        # maps grey: parks and major roads were lost.
+        loss = loss + o.kl_weight * posterior.kl().mean() / maps[0].numel()
         self.vae_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -212,9 +230,7 @@ class Trainer:
     def diffusion_loss(self, batch: Batch) -> torch.Tensor:
         c, device = self.components, self.device
         with torch.no_grad():
-            vae = c.vae
-            latents = vae.encode(batch.target.to(device)).latent_dist.mean
-            latents = latents * vae.config.scaling_factor
+            latents = encode_latents(c.vae, batch.target.to(device))
         noise = torch.randn(latents.shape, generator=self.rng).to(device)
         t = torch.randint(0, len(self.alphas_cumprod), (latents.shape[0],), generator=self.rng)
         t = t.to(device)
@@ -228,8 +244,15 @@ class Trainer:
             pred = c.unet(noisy, t, encoder_hidden_states=context).sample
         alpha = self.alphas_cumprod[t]
         snr = alpha / (1 - alpha)
-        weight = snr.clamp(max=self.options.min_snr_gamma) / snr
-        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        # Min-SNR-gamma (Hang et al. 2023): the x0-space weight min(snr, gamma) expressed in
+        # the target's space (epsilon error = x0 error * snr, v error = x0 error * (snr + 1)).
+        if c.prediction_type == "v_prediction":
+            target = self.noise_schedule.get_velocity(latents, noise, t)
+            weight = snr.clamp(max=self.options.min_snr_gamma) / (snr + 1)
+        else:
+            target = noise
+            weight = snr.clamp(max=self.options.min_snr_gamma) / snr
+        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
         return (per_sample * weight).mean()
 
     def _diffusion_step(self) -> float:
@@ -281,7 +304,7 @@ class Trainer:
             "step": self.step,
             "options": asdict(self.options),
             "optimizer": self.optimizer.state_dict(),
-            "vae_optimizer": self.vae_optimizer.state_dict(),
+            "vae_optimizer": self.vae_optimizer and self.vae_optimizer.state_dict(),
             "ema": self.ema,
             "rng": rng_state(self.rng),
             "latents_normalized": self.latents_normalized,
@@ -289,13 +312,14 @@ class Trainer:
         }
         c = self.components
         ema = self.ema_modules() if self.step > self.options.vae_steps else None
-        save_checkpoint(self.out, c.name, self.modules, ema, c.steps, c.scheduler, state)
+        save_checkpoint(self.out, c, self.modules, ema, state)
         logger.info("checkpoint at step %d in %s", self.step, self.out)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.vae_optimizer.load_state_dict(state["vae_optimizer"])
+        if self.vae_optimizer is not None:
+            self.vae_optimizer.load_state_dict(state["vae_optimizer"])
         self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
         self.latents_normalized = bool(state["latents_normalized"])
         self.latent_stats = state.get("latent_stats", {})

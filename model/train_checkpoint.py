@@ -11,38 +11,17 @@ into place; a half-written checkpoint is never the one `--resume` finds.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from model.generator import CHECKPOINT_FORMAT, drop_source_path, model_id_of
+from model.configs import Components
+from model.generator import write_checkpoint
 
 CHECKPOINT = "checkpoint"
 EXPORT = "export"
-
-
-def write_generator(
-    directory: Path, name: str, modules: dict[str, torch.nn.Module], steps: int, scheduler: str
-) -> str:
-    """The Generator.save_pretrained layout, written from modules still being trained."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for key, module in modules.items():
-        module.save_pretrained(directory / key, safe_serialization=True)
-        drop_source_path(directory / key / "config.json")
-    model_id = model_id_of(name, modules)
-    meta = {
-        "format": CHECKPOINT_FORMAT,
-        "version": 1,
-        "name": name,
-        "model_id": model_id,
-        "steps": steps,
-        "scheduler": scheduler,
-    }
-    (directory / "generator.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return model_id
 
 
 def _replace(tmp: Path, final: Path) -> None:
@@ -58,24 +37,29 @@ def _replace(tmp: Path, final: Path) -> None:
 
 def save_checkpoint(
     out: Path,
-    name: str,
+    components: Components,
     modules: dict[str, torch.nn.Module],
     ema_modules: dict[str, torch.nn.Module] | None,
-    steps: int,
-    scheduler: str,
     state: dict[str, Any],
 ) -> None:
+    """`modules` (being trained) to OUT/checkpoint, `ema_modules` (or `modules`) to OUT/export,
+    with the sampling defaults of `components`."""
+    c = components
+    meta = {
+        "name": c.name, "steps": c.steps, "scheduler": c.scheduler,
+        "prediction_type": c.prediction_type,
+    }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (CHECKPOINT + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    write_generator(tmp / "generator", name, modules, steps, scheduler)
+    write_checkpoint(tmp / "generator", modules, **meta)
     torch.save(state, tmp / "trainer.pt")
     _replace(tmp, out / CHECKPOINT)
     export_tmp = out / (EXPORT + ".tmp")
     if export_tmp.exists():
         shutil.rmtree(export_tmp)
-    write_generator(export_tmp, name, ema_modules or modules, steps, scheduler)
+    write_checkpoint(export_tmp, ema_modules or modules, **meta)
     _replace(export_tmp, out / EXPORT)
 
 

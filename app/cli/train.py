@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-DEFAULT_VAE_STEPS = {"demo": 1500, "tiny": 0, "sd21": 0}
 DEFAULT_LR = {"demo": 3e-4, "tiny": 3e-4, "sd21": 5e-5}
 
 
@@ -26,8 +25,15 @@ DEFAULT_LR = {"demo": 3e-4, "tiny": 3e-4, "sd21": 5e-5}
 @click.option(
     "--vae-steps",
     type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Autoencoder steps before the diffusion steps (configs with a learned, untrained VAE).",
+)
+@click.option(
+    "--prediction-type",
+    type=click.Choice(["epsilon", "v_prediction"]),
     default=None,
-    help="Autoencoder steps before the diffusion steps (default: 1500 for demo, else 0).",
+    help="What the UNet learns to predict (default: the config's; demo: v_prediction).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--crop", type=click.IntRange(min=32), default=128, show_default=True)
@@ -43,7 +49,8 @@ def train(
     data: tuple[Path, ...],
     split: str,
     steps: int,
-    vae_steps: int | None,
+    vae_steps: int,
+    prediction_type: str | None,
     batch_size: int,
     crop: int,
     lr: float | None,
@@ -80,7 +87,8 @@ def train(
         out=str(out),
         split=split or None,
         steps=steps,
-        vae_steps=DEFAULT_VAE_STEPS[config] if vae_steps is None else vae_steps,
+        vae_steps=vae_steps,
+        prediction_type=prediction_type,
         batch_size=batch_size,
         vae_batch_size=batch_size,
         crop=crop,

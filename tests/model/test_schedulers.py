@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from model.schedulers import SCHEDULER_NAMES, make_scheduler, respaced_timesteps
 
@@ -25,3 +26,23 @@ def test_every_scheduler_builds_with_the_requested_steps(name: str) -> None:
 def test_unknown_scheduler_raises() -> None:
     with pytest.raises(ValueError, match="unknown scheduler"):
         make_scheduler("heun", 5)
+
+
+@pytest.mark.parametrize("name", SCHEDULER_NAMES)
+def test_every_scheduler_takes_the_prediction_type(name: str) -> None:
+    scheduler = make_scheduler(name, 5, "v_prediction")
+    assert scheduler.config.prediction_type == "v_prediction"
+    with pytest.raises(ValueError, match="unknown prediction type"):
+        make_scheduler(name, 5, "sample")
+
+
+def test_ddim_one_step_with_the_true_velocity_returns_x0() -> None:
+    scheduler = make_scheduler("ddim", 1, "v_prediction")
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.randn(1, 4, 8, 8, generator=generator)
+    noise = torch.randn(1, 4, 8, 8, generator=generator)
+    t = scheduler.timesteps[0]
+    noisy = scheduler.add_noise(x0, noise, t[None])
+    velocity = scheduler.get_velocity(x0, noise, t[None])
+    out = scheduler.step(velocity, t, noisy).pred_original_sample
+    assert torch.allclose(out, x0, atol=1e-4)

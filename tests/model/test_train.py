@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from model import Generator
 from model.train import Trainer, TrainOptions
 from model.train_data import FOLDERS, Augment, TileDataset, degrade_reference
 
@@ -61,8 +62,11 @@ def options(data: Path, out: Path, **overrides: object) -> TrainOptions:
     return replace(base, **overrides)
 
 
-def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(data: Path, tmp_path: Path) -> None:
-    trainer = Trainer(options(data, tmp_path))
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(
+    data: Path, tmp_path: Path, prediction_type: str
+) -> None:
+    trainer = Trainer(options(data, tmp_path, prediction_type=prediction_type))
     batch = trainer.data.batch(2, TILE, trainer.rng, Augment())
     start = trainer.rng.get_state()
 
@@ -104,6 +108,21 @@ def test_resume_continues_with_identical_state(data: Path, tmp_path: Path) -> No
     rows = list(csv.DictReader((tmp_path / "split" / "losses.csv").open()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert (tmp_path / "split" / "export" / "generator.json").is_file()
+
+
+def test_prediction_type_reaches_the_exported_generator(data: Path, tmp_path: Path) -> None:
+    Trainer(options(data, tmp_path, prediction_type="v_prediction", steps=1)).run()
+    exported = Generator.load(str(tmp_path / "export"))
+    assert exported.pipeline.prediction_type == "v_prediction"
+    resumed = Trainer(options(data, tmp_path, steps=2), resume=True)
+    assert resumed.components.prediction_type == "v_prediction"
+    with pytest.raises(ValueError, match="unknown prediction type"):
+        Trainer(options(data, tmp_path / "bad", prediction_type="x0"))
+
+
+def test_a_fixed_codec_refuses_autoencoder_steps(data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no autoencoder to train"):
+        Trainer(options(data, tmp_path, config="demo", vae_steps=1))
 
 
 def test_degraded_reference_changes_pixels_but_keeps_shape_and_range(data: Path) -> None:

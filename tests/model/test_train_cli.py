@@ -20,6 +20,9 @@ from app.cli import main
         (["--data", "{tmp}", "--batch-size", "0"], "x>=1"),
         (["--data", "{tmp}", "--crop", "100"], "not a multiple of 32"),
         (["--data", "{tmp}", "--resume", "--out", "{tmp}/none"], "no checkpoint"),
+        (["--data", "{tmp}", "--prediction-type", "x0"], "'x0' is not one of"),
+        (["--data", "{tmp}", "--vae-steps", "-1"], "x>=0"),
+        (["--data", "{tmp}", "--vae-steps", "1", "--out", "{tmp}/o"], "no autoencoder to train"),
         ([], "Missing option '--data'"),
     ],
 )
