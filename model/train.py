@@ -244,11 +244,14 @@ class Trainer:
             pred = c.unet(noisy, t, encoder_hidden_states=context).sample
         alpha = self.alphas_cumprod[t]
         snr = alpha / (1 - alpha)
-        # Min-SNR-gamma (Hang et al. 2023): the x0-space weight min(snr, gamma) expressed in
-        # the target's space (epsilon error = x0 error * snr, v error = x0 error * (snr + 1)).
+        # Min-SNR-gamma (Hang et al. 2023) caps the weight of the easy, low-noise steps. In x0
+        # terms an epsilon loss weighs a step by snr, a v loss by snr + 1; capping those at
+        # gamma keeps v's weight of 1 on the noisiest steps, where a v-model learns to draw
+        # the map from the conditions alone (min(snr, gamma) would weigh them ~0, and the
+        # first DDIM steps of a few-step sampler would stay noise).
         if c.prediction_type == "v_prediction":
             target = self.noise_schedule.get_velocity(latents, noise, t)
-            weight = snr.clamp(max=self.options.min_snr_gamma) / (snr + 1)
+            weight = (snr + 1).clamp(max=self.options.min_snr_gamma) / (snr + 1)
         else:
             target = noise
             weight = snr.clamp(max=self.options.min_snr_gamma) / snr

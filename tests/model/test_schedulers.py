@@ -46,3 +46,10 @@ def test_ddim_one_step_with_the_true_velocity_returns_x0() -> None:
     velocity = scheduler.get_velocity(x0, noise, t[None])
     out = scheduler.step(velocity, t, noisy).pred_original_sample
     assert torch.allclose(out, x0, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", SCHEDULER_NAMES)
+def test_sampling_starts_at_the_noisiest_training_step(name: str) -> None:
+    # Pure noise is x_999; a sampler that starts lower misreads it (and 1 step would be t=1).
+    for steps in (1, 4, 12):
+        assert int(make_scheduler(name, steps).timesteps[0]) == 999
