@@ -14,12 +14,14 @@ from app.cli.dataset import parse_bbox, parse_zooms
     "--model",
     default="demo",
     show_default=True,
-    help="tiny, demo, sd21 or a checkpoint folder (demo falls back to tiny).",
+    help="tiny, demo, sd21 or a checkpoint folder.",
 )
 @click.option("--area", default="helsinki-heldout", show_default=True, help="World area.")
 @click.option("--zooms", default="14-18", show_default=True, help="Zoom range A-B to score.")
 @click.option("--bbox", help="W,S,E,N: evaluate only this part of the area.")
-@click.option("--steps", type=int, help="Sampling steps (default: the model's own).")
+@click.option(
+    "--steps", type=click.IntRange(min=1), help="Sampling steps (default: the model's own)."
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def evaluate(model: str, area: str, zooms: str, bbox: str | None, steps: int | None,
              out: Path) -> None:  # fmt: skip
@@ -41,7 +43,10 @@ def evaluate(model: str, area: str, zooms: str, bbox: str | None, steps: int | N
     with Progress(*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn()) as bar:  # fmt: skip
         task = bar.add_task("blocks", total=None)
-        report = run(spec, lambda done, total: bar.update(task, completed=done, total=total))
+        try:
+            report = run(spec, lambda done, total: bar.update(task, completed=done, total=total))
+        except (ValueError, FileNotFoundError) as e:  # unknown model, zooms above the root
+            raise click.UsageError(str(e)) from None
     o = report["overall"]["model"]
     click.echo(
         f"{report['model']} on {area} z{zooms}: Y-PSNR {o['psnr_y']:.2f} dB, "

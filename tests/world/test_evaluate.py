@@ -33,3 +33,26 @@ def test_eval_writes_a_full_report(tmp_path: Path) -> None:
     assert report["seconds_per_block_median"] > 0
     assert sorted(report["mosaics"]) == [f"mosaic_z{z}.png" for z in range(14, 19)]
     assert all((out / name).stat().st_size > 0 for name in report["mosaics"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "0"], "x>=1"),
+        (["--zooms", "18-14"], "is empty"),
+        (["--zooms", "a-b"], "expected A-B"),
+        (["--zooms", "12-14"], "root zoom 14"),
+        (["--area", "atlantis"], "atlantis"),
+        (["--model", "no-such-model"], "neither a configuration"),
+        (["--bbox", "1,2,3"], "expected W,S,E,N"),
+    ],
+)
+def test_bad_arguments_exit_2_and_write_nothing(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = tmp_path / "eval"
+    base = ["--model", "tiny", "--area", "helsinki-heldout-tiny", "--out", str(out)]
+    result = CliRunner().invoke(evaluate, [*base, *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (out / "report.json").exists()
