@@ -177,7 +177,7 @@ DEMO_SFADAPTER = {
     "num_res_blocks": 1,
     "feature_scale": 1.0,
 }
-DEMO_STEPS = 12
+DEMO_STEPS = 2
 DEMO_SCHEDULER = "ddim"
 DEMO_PREDICTION = "v_prediction"
 
