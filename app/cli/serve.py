@@ -41,6 +41,10 @@ def serve(host: str, port: int, data_dir: Path) -> None:
     env = {**os.environ, "MAPCASCADE_REDIS_URL": redis.url, "MAPCASCADE_DATA_DIR": str(data_dir)}
     os.environ.update(env)  # the in-process API reads the same settings
     supervisor = WorkerSupervisor(env)
+    # uvicorn re-raises SIGTERM (docker stop, systemd) once it has shut down; by default that
+    # kills this process before `finally` stops the worker and Redis. Handled as Ctrl-C is, it
+    # unwinds through `finally`.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         settings = Settings()  # validates the layers before anything starts
         supervisor.start()

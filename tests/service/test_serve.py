@@ -51,7 +51,10 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_serve_runs_everything_and_ctrl_c_stops_it(tmp_path):
+@pytest.mark.parametrize(
+    "stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "docker-stop"]
+)
+def test_serve_runs_everything_and_a_signal_stops_it(tmp_path, stop_signal):
     layers = tmp_path / "layers.yml"
     layers.write_text(yaml.safe_dump({"layers": [KAMPALA_LAYER]}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAPCASCADE_")}
@@ -88,7 +91,7 @@ def test_serve_runs_everything_and_ctrl_c_stops_it(tmp_path):
         children = descendants(proc.pid)
         assert len(children) >= 2  # redis-server and the worker (with its scheduler)
     finally:
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        proc.send_signal(stop_signal)
         proc.wait(timeout=60)
     time.sleep(0.5)
     assert proc.returncode == 0
