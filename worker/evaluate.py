@@ -57,15 +57,13 @@ def _quarters(a: np.ndarray) -> list[np.ndarray]:
 
 
 def run_cascade(
-    spec: EvalSpec, generator, progress: Callable[[int, int], None] | None = None
-) -> _Cascade:  # noqa: ANN001
+    spec: EvalSpec, generator: Generator, progress: Callable[[int, int], None] | None = None
+) -> _Cascade:
     """Generate every block from the area's root zoom down to the deepest evaluated zoom."""
     area = get_area(spec.area)
     world = world_for(area, spec.bbox)
     source = WorldSource(world)
     root = area.root_zoom
-    if spec.zooms.start < root:
-        raise ValueError(f"{spec.area} starts at root zoom {root}; cannot evaluate {spec.zooms}")
     plan = [b for z in range(root, spec.zooms.stop) for b in
             blocks.blocks_covering(LAYER, world.bbox, z)]  # fmt: skip
     c = _Cascade()
@@ -220,10 +218,22 @@ def _json_safe(v: object) -> object:
     return v
 
 
-def evaluate(spec: EvalSpec, progress: Callable[[int, int], None] | None = None) -> dict:
+def load_model(spec: EvalSpec) -> Generator:
+    """Check the spec against its area and load its model: what bad input makes fail
+    (ValueError, FileNotFoundError), before anything is generated or written."""
+    area = get_area(spec.area)
+    if spec.zooms.start < area.root_zoom:
+        raise ValueError(
+            f"{spec.area} starts at root zoom {area.root_zoom}; cannot evaluate {spec.zooms}"
+        )
+    return Generator.load(spec.model, steps=spec.steps)
+
+
+def evaluate(
+    spec: EvalSpec, generator: Generator, progress: Callable[[int, int], None] | None = None
+) -> dict:
     """Run the cascade, score it, write report.json and the mosaics; returns the report."""
     spec.out.mkdir(parents=True, exist_ok=True)
-    generator = Generator.load(spec.model, steps=spec.steps)
     area = get_area(spec.area)
     c = run_cascade(spec, generator, progress)
     report = {

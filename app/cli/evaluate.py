@@ -28,7 +28,7 @@ def evaluate(model: str, area: str, zooms: str, bbox: str | None, steps: int | N
     """Write OUT/report.json and OUT/mosaic_z*.png (imagery | generated | truth)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from worker.evaluate import EvalSpec
+    from worker.evaluate import EvalSpec, load_model
     from worker.evaluate import evaluate as run
     from worker.world import get_area
 
@@ -40,13 +40,16 @@ def evaluate(model: str, area: str, zooms: str, bbox: str | None, steps: int | N
         click.echo(f"warning: {area} is training data; scores will flatter the model", err=True)
     spec = EvalSpec(out=out, model=model, area=area, zooms=parse_zooms(zooms),
                     bbox=parse_bbox(bbox) if bbox else None, steps=steps)  # fmt: skip
+    try:
+        generator = load_model(spec)
+    except (ValueError, FileNotFoundError) as e:  # unknown model, zooms above the root
+        raise click.UsageError(str(e)) from None
     with Progress(*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn()) as bar:  # fmt: skip
         task = bar.add_task("blocks", total=None)
-        try:
-            report = run(spec, lambda done, total: bar.update(task, completed=done, total=total))
-        except (ValueError, FileNotFoundError) as e:  # unknown model, zooms above the root
-            raise click.UsageError(str(e)) from None
+        report = run(
+            spec, generator, lambda done, total: bar.update(task, completed=done, total=total)
+        )
     o = report["overall"]["model"]
     click.echo(
         f"{report['model']} on {area} z{zooms}: Y-PSNR {o['psnr_y']:.2f} dB, "
