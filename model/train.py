@@ -59,6 +59,7 @@ class TrainOptions:
     lr: float = 3e-4
     vae_lr: float = 1e-3
     warmup: int = 100
+    cooldown: int = 0  # the last N diffusion steps decay the learning rate linearly to 0
     prediction_type: str | None = None  # None: the config's (model/schedulers.py)
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
@@ -204,10 +205,18 @@ class Trainer:
         o = self.options
         if self.phase() == "autoencoder":
             optimizer, base, done = self.vae_optimizer, o.vae_lr, self.step
+            left = o.vae_steps - done
+            cooldown = 0
         else:
             optimizer, base, done = self.optimizer, o.lr, self.step - o.vae_steps
+            left, cooldown = o.steps - done, o.cooldown
+        scale = min(1.0, (done + 1) / max(1, o.warmup))
+        if cooldown:
+            # A constant rate leaves the weights bouncing around the minimum; annealing at the
+            # end settles them (the same run's resume picks the schedule up where it was).
+            scale = min(scale, left / cooldown)
         for group in optimizer.param_groups:
-            group["lr"] = base * min(1.0, (done + 1) / max(1, o.warmup))
+            group["lr"] = base * scale
 
     def _autoencoder_step(self) -> float:
         o, vae = self.options, self.components.vae

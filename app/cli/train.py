@@ -38,6 +38,13 @@ DEFAULT_LR = {"demo": 3e-4, "tiny": 3e-4, "sd21": 5e-5}
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--crop", type=click.IntRange(min=32), default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option(
+    "--cooldown",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Decay the learning rate linearly to 0 over the last N diffusion steps.",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint exactly.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=200, show_default=True)
@@ -54,6 +61,7 @@ def train(
     batch_size: int,
     crop: int,
     lr: float | None,
+    cooldown: int,
     out: Path | None,
     resume: bool,
     checkpoint_every: int,
@@ -61,6 +69,10 @@ def train(
     device: str,
     threads: int,
 ) -> None:
+    if cooldown > steps:
+        raise click.BadParameter(
+            f"{cooldown} is more than the {steps} diffusion steps", param_hint="--cooldown"
+        )
     if crop % 32:
         raise click.BadParameter(f"{crop} is not a multiple of 32", param_hint="--crop")
     out = out or Path("runs") / config
@@ -94,6 +106,7 @@ def train(
         crop=crop,
         vae_crop=crop,
         lr=DEFAULT_LR[config] if lr is None else lr,
+        cooldown=cooldown,
         checkpoint_every=checkpoint_every,
         seed=seed,
         device=device,

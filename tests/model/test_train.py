@@ -150,3 +150,17 @@ def test_reference_dropout_and_joint_augmentation(data: Path) -> None:
     assert torch.allclose(batch.reference[kept], batch.target[kept])
     darker = (batch.target + 1) * 0.5 - 1
     assert (batch.imagery - darker).abs().mean() < 0.06
+
+
+def test_cooldown_anneals_the_learning_rate_to_zero(data: Path, tmp_path: Path) -> None:
+    trainer = Trainer(options(data, tmp_path, steps=4, cooldown=2, checkpoint_every=2))
+    rates = []
+    for _ in range(2):
+        trainer.train_step()
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+    trainer.save()
+    resumed = Trainer(options(data, tmp_path, steps=4, cooldown=2), resume=True)
+    for _ in range(2):
+        resumed.train_step()
+        rates.append(resumed.optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-3, 0.5e-3])  # 2 left: full; 1 left: half

@@ -23,6 +23,8 @@ from app.cli import main
         (["--data", "{tmp}", "--prediction-type", "x0"], "'x0' is not one of"),
         (["--data", "{tmp}", "--vae-steps", "-1"], "x>=0"),
         (["--data", "{tmp}", "--vae-steps", "1", "--out", "{tmp}/o"], "no autoencoder to train"),
+        (["--data", "{tmp}", "--cooldown", "-1"], "x>=0"),
+        (["--data", "{tmp}", "--steps", "10", "--cooldown", "11"], "more than the 10 diffusion"),
         ([], "Missing option '--data'"),
     ],
 )
