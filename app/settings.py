@@ -31,6 +31,9 @@ class Layer(BaseModel):
     model: str = "tiny"
     reference_span: Literal[2, 4] = 4
     steps: int | None = None  # None: the model's own default
+    # Imagery and reference context drawn around each block and cut off after, so blocks
+    # join without seams; a multiple of 32 px (the UNet's stride in pixels).
+    context_margin: Annotated[int, Field(ge=0, le=256, multiple_of=32)] = 64
 
     @field_validator("bounds")
     @classmethod

@@ -82,9 +82,11 @@ class Block:
         """The block that renders this block's parent tile (its cascade predecessor)."""
         return Block.of(self.layer, self.parent)
 
-    def seed(self, model_id: str) -> int:
-        """Deterministic per-block seed, so regenerating a block gives the same tiles."""
-        digest = hashlib.sha256(f"{self.key}:{model_id}".encode()).digest()
+    def noise_seed(self, model_id: str) -> int:
+        """The seed of the layer's noise, the same for all its blocks: the noise is drawn per
+        world tile from it (model.pipeline.anchored_noise), so neighbouring blocks share it
+        where their frames overlap, and a regenerated block gives the same tiles."""
+        digest = hashlib.sha256(f"{self.layer}:{model_id}".encode()).digest()
         return int.from_bytes(digest[:4], "big")
 
 

@@ -161,15 +161,20 @@ class Generator:
         )
 
     def generate(self, requests: Sequence[BlockRequest]) -> list[Image.Image]:
-        """One RGB 512x512 map per request, in order; the whole list runs as one batch."""
+        """One RGB 512x512 map per request (the centre of its frame), in order; the whole list
+        runs as one batch."""
         for index, request in enumerate(requests):
-            _check_request(index, request)
-        return self.pipeline(
+            _check_request(index, request, requests[0].margin)
+        frames = self.pipeline(
             requests,
             steps=self.steps,
             scheduler=self.scheduler,
             batch_invariant=self.batch_invariant,
         )
+        return [
+            frame.crop((r.margin, r.margin, r.margin + BLOCK_SIZE, r.margin + BLOCK_SIZE))
+            for frame, r in zip(frames, requests, strict=True)
+        ]
 
 
 def load_components(directory: Path) -> Components:
@@ -242,8 +247,11 @@ def _torch_dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _check_request(index: int, request: BlockRequest) -> None:
-    size = (BLOCK_SIZE, BLOCK_SIZE)
+def _check_request(index: int, request: BlockRequest, batch_margin: int) -> None:
+    if request.margin < 0 or request.margin != batch_margin:
+        raise ValueError(f"request {index}: margin {request.margin}; a batch needs one margin >= 0")
+    side = BLOCK_SIZE + 2 * request.margin
+    size = (side, side)
     if request.imagery.size != size:
         raise ValueError(f"request {index}: imagery is {request.imagery.size}, needs {size}")
     if request.reference is not None and request.reference.size != size:

@@ -8,6 +8,7 @@ model dtype.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +45,38 @@ def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
 def sample_generator(seed: int) -> torch.Generator:
     # torch seeds are 64-bit; hashed block seeds may be wider.
     return torch.Generator("cpu").manual_seed(seed % 2**64)
+
+
+# Anchored noise is drawn per tile of this many pixels of the frame's zoom.
+NOISE_TILE = 256
+
+
+def anchored_noise(
+    seed: int, zoom: int, origin: tuple[int, int], shape: tuple[int, int, int], factor: int
+) -> torch.Tensor:
+    """Initial latent noise (1 x C x H x W for shape C, H, W) fixed to the world, not the frame:
+    each 256 px tile of the zoom has its own draw, seeded by (seed, zoom, tile). A block and
+    the context margin of its neighbour then start from the same noise where they overlap,
+    so both draw the same map there and the blocks join without a seam."""
+    x0, y0 = origin
+    if x0 % factor or y0 % factor:
+        raise ValueError(f"noise origin {origin} is not a multiple of the latent factor {factor}")
+    channels, height, width = shape
+    cell = NOISE_TILE // factor  # latent cells per noise tile
+    lx0, ly0 = x0 // factor, y0 // factor
+    tx0, ty0 = lx0 // cell, ly0 // cell
+    tx1, ty1 = (lx0 + width - 1) // cell, (ly0 + height - 1) // cell
+    canvas = torch.empty(channels, (ty1 - ty0 + 1) * cell, (tx1 - tx0 + 1) * cell)
+    for ty in range(ty0, ty1 + 1):
+        for tx in range(tx0, tx1 + 1):
+            key = hashlib.blake2b(f"{seed}:{zoom}:{tx}:{ty}".encode(), digest_size=8).digest()
+            g = torch.Generator("cpu").manual_seed(int.from_bytes(key, "big") >> 1)
+            row, col = (ty - ty0) * cell, (tx - tx0) * cell
+            canvas[:, row : row + cell, col : col + cell] = torch.randn(
+                channels, cell, cell, generator=g
+            )
+    top, left = ly0 - ty0 * cell, lx0 - tx0 * cell
+    return canvas[None, :, top : top + height, left : left + width]
 
 
 @dataclass
@@ -119,7 +152,7 @@ class MapPipeline:
         conditions = self.encode_conditions(requests)
         noise_scheduler = make_scheduler(scheduler, steps, self.prediction_type)
         height, width = requests[0].imagery.size[::-1]
-        latents = self.prepare_latents(generators, height, width, noise_scheduler)
+        latents = self.prepare_latents(requests, generators, height, width, noise_scheduler)
         latents = self.denoise(latents, conditions, noise_scheduler, generators)
         return self.decode(latents)
 
@@ -151,6 +184,7 @@ class MapPipeline:
 
     def prepare_latents(
         self,
+        requests: Sequence[BlockRequest],
         generators: Sequence[torch.Generator],
         height: int,
         width: int,
@@ -160,8 +194,14 @@ class MapPipeline:
         if height % factor or width % factor:
             raise ValueError(f"block size {width}x{height} is not a multiple of {factor}")
         shape = (1, self.unet.config.in_channels, height // factor, width // factor)
-        noise = torch.cat([torch.randn(shape, generator=g) for g in generators])
-        return noise.to(self.device) * scheduler.init_noise_sigma
+
+        def noise(r: BlockRequest, g: torch.Generator) -> torch.Tensor:
+            if r.origin is None:
+                return torch.randn(shape, generator=g)
+            return anchored_noise(r.seed, r.scale.zoom, r.origin, shape[1:], factor)
+
+        draws = [noise(r, g) for r, g in zip(requests, generators, strict=True)]
+        return torch.cat(draws).to(self.device) * scheduler.init_noise_sigma
 
     def denoise(
         self,

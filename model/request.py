@@ -11,9 +11,16 @@ from model.scale import ScaleInfo
 
 @dataclass(frozen=True)
 class BlockRequest:
-    """One block. The caller handles no-data (transparent) imagery; the model just sees RGB."""
+    """One block, optionally framed by `margin` px of context on every side: the model draws
+    the whole frame and the generator returns its 512x512 centre, so the block's edges are
+    drawn knowing what lies beyond them. The caller handles no-data; the model just sees RGB.
+    """
 
-    imagery: Image.Image  # RGB 512x512, the 2x2 child-zoom imagery tiles of the block
-    reference: Image.Image | None  # RGB 512x512 in the block frame, None at the root zoom
+    imagery: Image.Image  # RGB, the frame: 512 + 2 * margin square
+    reference: Image.Image | None  # RGB, the same frame; None at the root zoom
     scale: ScaleInfo  # of the child zoom
     seed: int
+    margin: int = 0
+    # The frame's top-left in global pixels of scale.zoom. Given, the noise is drawn per world
+    # tile (model.pipeline.anchored_noise): frames that overlap start from the same noise there.
+    origin: tuple[int, int] | None = None

@@ -15,8 +15,10 @@ from PIL import Image
 
 from app.store import TileStore
 from app.tiles import TILE_SIZE, Block, Tile, parent_of
-from model import BlockRequest, ScaleInfo, prepare_reference
-from worker.imagery.base import Mosaic
+from model import BlockRequest, ScaleInfo
+from worker.imagery.base import ImagerySource, Mosaic
+
+BLOCK_SIZE = 2 * TILE_SIZE
 
 # Reads a generated map tile from the store; None when it is not there.
 MapTileReader = Callable[[Tile], Image.Image | None]
@@ -28,7 +30,7 @@ class MissingReference(RuntimeError):
 
 @dataclass
 class Reference:
-    image: Image.Image | None  # 512x512 RGB in the block frame; None at the root zoom
+    image: Image.Image | None  # RGB, the block's frame (512 + 2 * margin); None at the root
     span: int  # 0 (none), 2 (parent) or 4 (grandparent quadrant)
     tiles: list[Tile] = field(default_factory=list)  # the ancestor tiles it was cut from
 
@@ -41,22 +43,74 @@ def store_reader(store: TileStore, layer: str) -> MapTileReader:
     return read
 
 
-def reference_for(block: Block, root_zoom: int, span: int, read: MapTileReader) -> Reference:
-    """The cascade reference: grandparent quadrant (4X) where it exists, else parent (2X)."""
+def read_frame(source: ImagerySource, block: Block, margin: int) -> Mosaic:
+    """The block's imagery framed by `margin` px of context on every side (the tiles around
+    it are read whole and cut); beyond the zoom's grid the frame is no-data."""
+    z, n = block.child_zoom, 1 << block.child_zoom
+    pad = -(-margin // TILE_SIZE)  # whole tiles of context to read
+    x0, y0, span = 2 * block.x - pad, 2 * block.y - pad, 2 + 2 * pad
+    gx0, gy0 = max(0, x0), max(0, y0)
+    gx1, gy1 = min(n, x0 + span), min(n, y0 + span)
+    read = source.read(z, gx0, gy0, gx1 - gx0, gy1 - gy0)
+    if (gx0, gy0, gx1, gy1) == (x0, y0, x0 + span, y0 + span) and margin == pad * TILE_SIZE:
+        return read
+    tiles = Mosaic.blank(span * TILE_SIZE, span * TILE_SIZE, read.overzoom)
+    rows = slice((gy0 - y0) * TILE_SIZE, (gy1 - y0) * TILE_SIZE)
+    cols = slice((gx0 - x0) * TILE_SIZE, (gx1 - x0) * TILE_SIZE)
+    tiles.rgb[rows, cols], tiles.mask[rows, cols] = read.rgb, read.mask
+    cut = slice(pad * TILE_SIZE - margin, pad * TILE_SIZE + BLOCK_SIZE + margin)
+    return Mosaic(tiles.rgb[cut, cut], tiles.mask[cut, cut], read.overzoom)
+
+
+def frame_centre(frame: Mosaic, margin: int) -> Mosaic:
+    """The block itself (512x512) inside its frame."""
+    cut = slice(margin, margin + BLOCK_SIZE)
+    return Mosaic(frame.rgb[cut, cut], frame.mask[cut, cut], frame.overzoom)
+
+
+def reference_for(
+    block: Block, root_zoom: int, span: int, read: MapTileReader, margin: int = 0
+) -> Reference:
+    """The cascade reference: grandparent quadrant (4X) where it exists, else parent (2X),
+    upsampled to the block's frame. The frame's margin comes from the ancestor's neighbours;
+    where one is not generated yet (or off the grid) the ancestor's edge is repeated."""
     child_zoom = block.child_zoom
     if span == 4 and child_zoom - 2 >= root_zoom:
-        source, quadrant = parent_of(block.parent), (block.x & 1, block.y & 1)
+        source = parent_of(block.parent)
     elif child_zoom - 1 >= root_zoom:
-        span, source, quadrant = 2, block.parent, None
+        span, source = 2, block.parent
     else:
         return Reference(None, 0)
     image = read(source)
     if image is None:
         raise MissingReference(f"reference tile {source.z}/{source.x}/{source.y} is not stored")
-    return Reference(prepare_reference(image.convert("RGB"), span, quadrant), span, [source])
+    t = TILE_SIZE
+    # The source and its 8 neighbours as one canvas; the frame in its pixels (span child
+    # pixels per source pixel), the canvas starting one tile up and left of the source.
+    canvas = np.pad(np.asarray(image.convert("RGB")), ((t, t), (t, t), (0, 0)), mode="edge")
+    left = (block.x * BLOCK_SIZE - margin) // span - (source.x - 1) * t
+    top = (block.y * BLOCK_SIZE - margin) // span - (source.y - 1) * t
+    side = (BLOCK_SIZE + 2 * margin) // span
+    used = [source]
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            x, y = source.x + dx, source.y + dy
+            col, row = (dx + 1) * t, (dy + 1) * t
+            touched = left < col + t and col < left + side and top < row + t and row < top + side
+            if (dx or dy) and touched and 0 <= x < (1 << source.z) and 0 <= y < (1 << source.z):
+                neighbour = read(Tile(x, y, source.z))
+                if neighbour is not None:
+                    canvas[row : row + t, col : col + t] = np.asarray(neighbour.convert("RGB"))
+                    used.append(Tile(x, y, source.z))
+    window = Image.fromarray(canvas).crop((left, top, left + side, top + side))
+    size = BLOCK_SIZE + 2 * margin
+    return Reference(window.resize((size, size), Image.Resampling.BILINEAR), span, used)
 
 
-def block_request(block: Block, imagery: Mosaic, reference: Reference, seed: int) -> BlockRequest:
+def block_request(
+    block: Block, imagery: Mosaic, reference: Reference, seed: int, margin: int = 0
+) -> BlockRequest:
+    """`imagery` and the reference are the block's frame; seed is the layer's noise seed."""
     zoom = block.child_zoom
     lat = mercantile.ul(block.x + 0.5, block.y + 0.5, block.z).lat  # centre of the block
     scale = ScaleInfo(
@@ -70,6 +124,8 @@ def block_request(block: Block, imagery: Mosaic, reference: Reference, seed: int
         reference=reference.image,
         scale=scale,
         seed=seed,
+        margin=margin,
+        origin=(block.x * BLOCK_SIZE - margin, block.y * BLOCK_SIZE - margin),
     )
 
 

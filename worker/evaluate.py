@@ -36,6 +36,7 @@ class EvalSpec:
     bbox: tuple[float, float, float, float] | None = None  # cuts the area (never widens it)
     reference_span: int = 4
     steps: int | None = None
+    context_margin: int = 64  # as the service's layers (app.settings.Layer)
 
 
 @dataclass
@@ -73,19 +74,23 @@ def run_cascade(
 
     for i, block in enumerate(plan):
         z = block.child_zoom
-        imagery = source.read(z, 2 * block.x, 2 * block.y, 2, 2)
+        frame = blocks.read_frame(source, block, spec.context_margin)
+        imagery = blocks.frame_centre(frame, spec.context_margin)
         truth = world.render_map(z, 2 * block.x * TILE_SIZE, 2 * block.y * TILE_SIZE, 512, 512)
         if imagery.empty:
             tiles, ref = blocks.blank_block(), None
         else:
-            reference = blocks.reference_for(block, root, spec.reference_span, read)
-            seed = block.seed(generator.model_id)
-            request = blocks.block_request(block, imagery, reference, seed)
+            margin = spec.context_margin
+            reference = blocks.reference_for(block, root, spec.reference_span, read, margin)
+            seed = block.noise_seed(generator.model_id)
+            request = blocks.block_request(block, frame, reference, seed, margin)
             t0 = time.perf_counter()
             canvas = generator.generate([request])[0]
             c.block_seconds.append(time.perf_counter() - t0)
             tiles = blocks.cut_block(canvas, imagery.mask)
-            ref = None if reference.image is None else np.asarray(reference.image.convert("RGB"))
+            ref = None
+            if reference.image is not None:  # what the model received for the block itself
+                ref = np.asarray(reference.image.convert("RGB"))[margin:, margin:][:512, :512]
         parts = zip(block.children, tiles, _quarters(imagery.rgb), _quarters(imagery.mask),
                     _quarters(truth), strict=True)  # fmt: skip
         for k, (tile, img, rs, m, tr) in enumerate(parts):
@@ -245,6 +250,7 @@ def evaluate(
         "zooms": [spec.zooms.start, spec.zooms.stop - 1],
         "root_zoom": area.root_zoom,
         "reference_span": spec.reference_span,
+        "context_margin": spec.context_margin,
         "steps": generator.steps,
         "blocks_generated": len(c.block_seconds),
         "seconds_per_block_median": statistics.median(c.block_seconds) if c.block_seconds else None,

@@ -61,15 +61,17 @@ def render(ctx: WorkerContext, block: Block) -> dict:
     """Generate and store the block (under its lock); returns its metadata."""
     start = time.perf_counter()
     layer = ctx.layer(block.layer)
-    z = block.child_zoom
-    imagery = ctx.source(layer).read(z, 2 * block.x, 2 * block.y, 2, 2)
+    margin = layer.context_margin
+    frame = blocks.read_frame(ctx.source(layer), block, margin)
+    imagery = blocks.frame_centre(frame, margin)
     generator = ctx.generator(layer)
-    seed = block.seed(generator.model_id)
+    seed = block.noise_seed(generator.model_id)
     meta: dict = {
         "layer": block.layer,
         "model": generator.model_id,
         "seed": seed,
         "steps": generator.steps,
+        "context_margin": margin,
         "overzoom": imagery.overzoom,
     }
     if imagery.empty:
@@ -77,8 +79,8 @@ def render(ctx: WorkerContext, block: Block) -> dict:
         meta.update(nodata=True, reference_span=0, reference_tiles=[])
     else:
         read = blocks.store_reader(ctx.store, block.layer)
-        reference = blocks.reference_for(block, layer.root_zoom, layer.reference_span, read)
-        request = blocks.block_request(block, imagery, reference, seed)
+        reference = blocks.reference_for(block, layer.root_zoom, layer.reference_span, read, margin)
+        request = blocks.block_request(block, frame, reference, seed, margin)
         canvas = generator.generate([request])[0]
         tiles = blocks.cut_block(canvas, imagery.mask)
         meta.update(

@@ -22,9 +22,16 @@ from app.cli.dataset import parse_bbox, parse_zooms
 @click.option(
     "--steps", type=click.IntRange(min=1), help="Sampling steps (default: the model's own)."
 )
+@click.option(
+    "--margin",
+    type=click.IntRange(0, 256),
+    default=64,
+    show_default=True,
+    help="Context px drawn around each block, a multiple of 32 (as a layer's context_margin).",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def evaluate(model: str, area: str, zooms: str, bbox: str | None, steps: int | None,
-             out: Path) -> None:  # fmt: skip
+             margin: int, out: Path) -> None:  # fmt: skip
     """Write OUT/report.json and OUT/mosaic_z*.png (imagery | generated | truth)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -32,6 +39,8 @@ def evaluate(model: str, area: str, zooms: str, bbox: str | None, steps: int | N
     from worker.evaluate import evaluate as run
     from worker.world import get_area
 
+    if margin % 32:
+        raise click.BadParameter(f"{margin} is not a multiple of 32", param_hint="--margin")
     try:
         split = get_area(area).split
     except KeyError as e:
@@ -39,7 +48,8 @@ def evaluate(model: str, area: str, zooms: str, bbox: str | None, steps: int | N
     if split == "train":
         click.echo(f"warning: {area} is training data; scores will flatter the model", err=True)
     spec = EvalSpec(out=out, model=model, area=area, zooms=parse_zooms(zooms),
-                    bbox=parse_bbox(bbox) if bbox else None, steps=steps)  # fmt: skip
+                    bbox=parse_bbox(bbox) if bbox else None, steps=steps,
+                    context_margin=margin)  # fmt: skip
     try:
         generator = load_model(spec)
     except (ValueError, FileNotFoundError) as e:  # unknown model, zooms above the root

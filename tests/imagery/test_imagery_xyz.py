@@ -167,3 +167,19 @@ def test_read_inside_a_running_event_loop(tile_server: TileServer) -> None:
         return not source.read(*BLOCK).empty
 
     assert asyncio.run(main())
+
+
+def test_tiles_read_again_come_from_the_cache(
+    tile_server: TileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("worker.imagery.xyz.CACHED_TILES", 6)
+    source = xyz(tile_server)
+    first = source.read(*BLOCK)
+    z, x, y = BLOCK
+    again = source.read(z, x + 1, y, 2, 2)  # shares its west column with the first block
+    assert sum(tile_server.requests.values()) == 6  # 4, then only the 2 new tiles
+    np.testing.assert_array_equal(again.rgb[:, :256], first.rgb[:, 256:])
+    source.read(z, x + 3, y, 1, 2)  # 2 more: the cache holds 6, the oldest 2 go
+    source.read(*BLOCK)
+    assert sum(tile_server.requests.values()) == 10  # the 2 evicted tiles, fetched again
+    assert tile_server.requests[FIRST] == 2

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from model import BlockRequest, Generator, ScaleInfo
-from model.pipeline import sample_generator
+from model.pipeline import anchored_noise, sample_generator
 from model.schedulers import make_scheduler
 from tests.model.helpers import noise_image, pixels
 
@@ -82,9 +82,9 @@ def test_batched_kernels_keep_per_sample_noise(tiny: Generator, imagery, referen
     # Initial latents are bit-identical per sample, whatever the batch.
     sched = make_scheduler(scheduler, 3)
     gens = [sample_generator(r.seed) for r in requests]
-    all_latents = pipe.prepare_latents(gens, 512, 512, sched)
+    all_latents = pipe.prepare_latents(requests, gens, 512, 512, sched)
     for i, r in enumerate(requests):
-        one = pipe.prepare_latents([sample_generator(r.seed)], 512, 512, sched)
+        one = pipe.prepare_latents([r], [sample_generator(r.seed)], 512, 512, sched)
         assert torch.equal(all_latents[i : i + 1], one)
 
 
@@ -152,3 +152,43 @@ def test_demo_without_weights_and_unknown_names_raise_clearly(tmp_path) -> None:
 def test_malformed_requests_raise(tiny: Generator, request_z18, change: dict) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match="request 0"):
         tiny.generate([dataclasses.replace(request_z18, **change)])
+
+
+def test_anchored_noise_is_fixed_to_the_world_not_the_frame() -> None:
+    shape, factor = (4, 40, 40), 4  # a 160 px frame
+    a = anchored_noise(7, 16, (1024, 512), shape, factor)
+    b = anchored_noise(7, 16, (1024 + 96, 512 - 32), shape, factor)  # overlaps a
+    assert a.shape == (1, *shape)
+    # b's latent cell (r, c) is a's cell (r - 8, c + 24): the same place, the same draw.
+    assert torch.equal(a[..., :32, 24:], b[..., 8:, :16])
+    assert not torch.equal(a, anchored_noise(8, 16, (1024, 512), shape, factor))  # seed
+    assert not torch.equal(a, anchored_noise(7, 17, (1024, 512), shape, factor))  # zoom
+    assert abs(float(a.std()) - 1) < 0.1
+    with pytest.raises(ValueError, match="multiple of the latent factor"):
+        anchored_noise(7, 16, (1026, 512), shape, factor)
+
+
+def test_a_frame_with_margin_gives_its_512_centre(tiny: Generator) -> None:
+    scale = ScaleInfo.cascade(18, lat=47.0, span=4)
+    frame = BlockRequest(noise_image(1, 640), noise_image(2, 640), scale, seed=7, margin=64,
+                         origin=(2048 - 64, 4096 - 64))  # fmt: skip
+    (out,) = tiny.generate([frame])
+    (whole,) = tiny.pipeline([frame], steps=tiny.steps, scheduler=tiny.scheduler)
+    assert out.size == (512, 512) and whole.size == (640, 640)
+    assert np.array_equal(pixels(out), pixels(whole)[64:576, 64:576])
+    # The context changes the block: the same centre framed by other imagery draws otherwise.
+    other = np.asarray(noise_image(3, 640)).copy()
+    other[64:576, 64:576] = np.asarray(frame.imagery)[64:576, 64:576]
+    (reframed,) = tiny.generate([dataclasses.replace(frame, imagery=Image.fromarray(other))])
+    assert not np.array_equal(pixels(out), pixels(reframed))
+
+
+def test_frame_size_and_margin_are_checked(tiny: Generator, request_z18) -> None:  # noqa: ANN001
+    scale = request_z18.scale
+    with pytest.raises(ValueError, match=r"imagery is \(512, 512\), needs \(576, 576\)"):
+        tiny.generate([dataclasses.replace(request_z18, margin=32)])
+    framed = BlockRequest(noise_image(1, 576), noise_image(2, 576), scale, seed=7, margin=32)
+    with pytest.raises(ValueError, match="one margin"):
+        tiny.generate([framed, request_z18])
+    with pytest.raises(ValueError, match="one margin"):
+        tiny.generate([dataclasses.replace(request_z18, margin=-1)])

@@ -96,13 +96,22 @@ def test_deep_miss_generates_the_chain_from_the_root_in_order(make_settings, wor
     # The root block has no reference; then 2X (parent) once; then 4X (grandparent quadrant).
     assert [m["reference_span"] for m in metas] == [0, 2, 4, 4]
     assert metas[0]["reference_tiles"] == []
+    assert all(m["context_margin"] == 64 for m in metas)  # the layer default
 
     def zxy(t: Tile) -> list[int]:
         return [t.z, t.x, t.y]
 
-    assert metas[1]["reference_tiles"] == [zxy(ancestor_of(tile, 19))]  # 2X: the parent
-    assert metas[2]["reference_tiles"] == [zxy(ancestor_of(tile, 19))]  # 4X: the grandparent
-    assert metas[3]["reference_tiles"] == [zxy(ancestor_of(tile, 20))]
+    def ancestor_and_neighbours(tiles: list[list[int]], ancestor: Tile) -> bool:
+        """The ancestor first, then the stored neighbours its context margin was cut from."""
+        z, x, y = zxy(ancestor)
+        near = all(t[0] == z and abs(t[1] - x) <= 1 and abs(t[2] - y) <= 1 for t in tiles)
+        return tiles[0] == [z, x, y] and near and len(tiles) == len({tuple(t) for t in tiles})
+
+    assert ancestor_and_neighbours(metas[1]["reference_tiles"], ancestor_of(tile, 19))  # 2X
+    assert ancestor_and_neighbours(metas[2]["reference_tiles"], ancestor_of(tile, 19))  # 4X
+    assert ancestor_and_neighbours(metas[3]["reference_tiles"], ancestor_of(tile, 20))
+    # The root block's four tiles are all stored, so the 2X reference had its neighbour.
+    assert len(metas[1]["reference_tiles"]) > 1
     times = [m["generated_at"] for m in metas]
     assert times == sorted(times)
     assert metas[3]["overzoom"] == 1  # the fixture's deepest imagery is z21

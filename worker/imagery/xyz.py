@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ USER_AGENT = f"mapcascade/{__version__} (+https://github.com/mapcascade)"
 NO_DATA_STATUSES = frozenset({204, 404})
 # Worth another try: the server is overloaded, rate-limiting or briefly broken.
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+CACHED_TILES = 256  # ~67 MB of decoded tiles per source
 MAX_DELAY = 10.0  # seconds; a longer wait is better spent by the job queue's own retry
 
 T = TypeVar("T")
@@ -67,6 +69,9 @@ class XYZSource:
         self.config = config
         self.max_zoom = config.max_zoom
         self.headers = {"User-Agent": USER_AGENT, **config.headers}
+        # Decoded tiles (None: the service has none), newest last. A block's context margin
+        # reads the tiles of its neighbours, which read them again: each is fetched once.
+        self._cache: OrderedDict[tuple[int, int, int], TileImage | None] = OrderedDict()
 
     def read(self, z: int, x: int, y: int, width: int = 2, height: int = 2) -> Mosaic:
         return read_pyramid(self._fetch, self.max_zoom, z, x, y, width, height)
@@ -75,7 +80,16 @@ class XYZSource:
         """Nothing held between reads."""
 
     def _fetch(self, z: int, coords: list[TileCoord]) -> dict[TileCoord, TileImage | None]:
-        return run_sync(self._fetch_all(z, coords))
+        found = {c: self._cache[(z, *c)] for c in coords if (z, *c) in self._cache}
+        missing = [c for c in coords if c not in found]
+        if missing:
+            found |= run_sync(self._fetch_all(z, missing))
+        for c in coords:
+            self._cache[(z, *c)] = found[c]
+            self._cache.move_to_end((z, *c))
+        while len(self._cache) > CACHED_TILES:
+            self._cache.popitem(last=False)
+        return found
 
     async def _fetch_all(
         self, z: int, coords: list[TileCoord]
