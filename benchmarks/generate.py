@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--size", type=int, default=512, help="block size in px (512 = real)")
+    parser.add_argument(
+        "--margin", type=int, default=64, help="context px around the block (64: as served)"
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
@@ -67,14 +70,19 @@ def load(args: argparse.Namespace) -> Generator:
     return Generator.load(args.config, **options)
 
 
-def synthetic_requests(batch: int, size: int) -> list[BlockRequest]:
+def synthetic_requests(batch: int, size: int, margin: int) -> list[BlockRequest]:
+    """Blocks framed as the worker frames them: size + 2 * margin px, world-anchored noise."""
     rng = np.random.default_rng(0)
+    side = size + 2 * margin
 
     def image() -> Image.Image:
-        return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "RGB")
+        return Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8), "RGB")
 
     scale = ScaleInfo.cascade(18, lat=45.0, span=4)
-    return [BlockRequest(image(), image(), scale, seed=i) for i in range(batch)]
+    return [
+        BlockRequest(image(), image(), scale, seed=i, margin=margin, origin=(4096, 4096))
+        for i in range(batch)
+    ]
 
 
 def sync(device: torch.device) -> None:
@@ -131,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
             module.to(memory_format=torch.channels_last)
     if args.compile:
         pipe.unet.compile()
-    requests = synthetic_requests(args.batch_size, args.size)
+    requests = synthetic_requests(args.batch_size, args.size, args.margin)
 
     def call() -> float:
         sync(device)
@@ -162,6 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
         "dtype": args.dtype,
         "batch_size": args.batch_size,
         "block_px": args.size,
+        "frame_px": args.size + 2 * args.margin,
         "steps": generator.steps,
         "scheduler": generator.scheduler,
         "compile": args.compile,

@@ -52,8 +52,6 @@ def read_frame(source: ImagerySource, block: Block, margin: int) -> Mosaic:
     gx0, gy0 = max(0, x0), max(0, y0)
     gx1, gy1 = min(n, x0 + span), min(n, y0 + span)
     read = source.read(z, gx0, gy0, gx1 - gx0, gy1 - gy0)
-    if (gx0, gy0, gx1, gy1) == (x0, y0, x0 + span, y0 + span) and margin == pad * TILE_SIZE:
-        return read
     tiles = Mosaic.blank(span * TILE_SIZE, span * TILE_SIZE, read.overzoom)
     rows = slice((gy0 - y0) * TILE_SIZE, (gy1 - y0) * TILE_SIZE)
     cols = slice((gx0 - x0) * TILE_SIZE, (gx1 - x0) * TILE_SIZE)
