@@ -69,6 +69,9 @@ def demo_layer() -> Layer:
         root_zoom=14,
         max_zoom=18,
         model="demo",  # model/weights/demo: trained by us on the synthetic world
+        # The parent's finer reference: on held-out Helsinki the demo model scores a class IoU
+        # of 0.613 over z15-18 with it, 0.591 with the grandparent quadrant (model README).
+        reference_span=2,
     )
 
 

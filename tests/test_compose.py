@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.settings import load_layers_file
+from app.settings import demo_layer, load_layers_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,6 +122,9 @@ def test_default_layers_file_exists_and_validates(services: dict) -> None:
     layers = load_layers_file(ROOT / default.group(1))
     assert layers.default_layer in {layer.name for layer in layers.layers}
     assert all(layer.max_zoom >= layer.root_zoom for layer in layers.layers)
+    # Docker serves the demo layer as `mapcascade serve` does.
+    (demo,) = [layer for layer in layers.layers if layer.name == "demo"]
+    assert demo == demo_layer()
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:

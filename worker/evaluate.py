@@ -34,9 +34,9 @@ class EvalSpec:
     area: str = "helsinki-heldout"
     zooms: range = range(14, 19)
     bbox: tuple[float, float, float, float] | None = None  # cuts the area (never widens it)
-    reference_span: int = 4
+    reference_span: int = 2  # as the demo layer (app.settings.demo_layer)
     steps: int | None = None
-    context_margin: int = 64  # as the service's layers (app.settings.Layer)
+    context_margin: int = 64
 
 
 @dataclass

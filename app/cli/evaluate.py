@@ -7,6 +7,9 @@ from pathlib import Path
 import click
 
 from app.cli.dataset import parse_bbox, parse_zooms
+from app.settings import demo_layer
+
+DEMO = demo_layer()  # eval scores the cascade as the demo layer serves it
 
 
 @click.command(name="eval")
@@ -23,15 +26,22 @@ from app.cli.dataset import parse_bbox, parse_zooms
     "--steps", type=click.IntRange(min=1), help="Sampling steps (default: the model's own)."
 )
 @click.option(
+    "--reference-span",
+    type=click.Choice(["2", "4"]),
+    default=str(DEMO.reference_span),
+    show_default=True,
+    help="Cascade reference: 2 the parent, 4 the grandparent quadrant (default: the demo layer's).",
+)
+@click.option(
     "--margin",
     type=click.IntRange(0, 256),
-    default=64,
+    default=DEMO.context_margin,
     show_default=True,
-    help="Context px drawn around each block, a multiple of 32 (as a layer's context_margin).",
+    help="Context px drawn around each block, a multiple of 32 (default: the demo layer's).",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def evaluate(model: str, area: str, zooms: str, bbox: str | None, steps: int | None,
-             margin: int, out: Path) -> None:  # fmt: skip
+             reference_span: str, margin: int, out: Path) -> None:  # fmt: skip
     """Write OUT/report.json and OUT/mosaic_z*.png (imagery | generated | truth)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -49,7 +59,7 @@ def evaluate(model: str, area: str, zooms: str, bbox: str | None, steps: int | N
         click.echo(f"warning: {area} is training data; scores will flatter the model", err=True)
     spec = EvalSpec(out=out, model=model, area=area, zooms=parse_zooms(zooms),
                     bbox=parse_bbox(bbox) if bbox else None, steps=steps,
-                    context_margin=margin)  # fmt: skip
+                    reference_span=int(reference_span), context_margin=margin)  # fmt: skip
     try:
         generator = load_model(spec)
     except (ValueError, FileNotFoundError) as e:  # unknown model, zooms above the root

@@ -31,6 +31,7 @@ def test_eval_writes_a_full_report(tmp_path: Path) -> None:
     for key in ("seam_inner", "seam_inner_truth", "cross_zoom_psnr", "cross_zoom_psnr_truth"):
         assert isinstance(report["overall"][key], float)
     assert report["seconds_per_block_median"] > 0 and report["context_margin"] == 64
+    assert report["reference_span"] == 2  # the demo layer's
     assert sorted(report["mosaics"]) == [f"mosaic_z{z}.png" for z in range(14, 19)]
     assert all((out / name).stat().st_size > 0 for name in report["mosaics"])
 
@@ -46,6 +47,7 @@ def test_eval_writes_a_full_report(tmp_path: Path) -> None:
         (["--model", "no-such-model"], "neither a configuration"),
         (["--bbox", "1,2,3"], "expected W,S,E,N"),
         (["--margin", "48"], "not a multiple of 32"),
+        (["--reference-span", "3"], "'3' is not one of '2', '4'"),
         (["--margin", "512"], "0<=x<=256"),
         (["--margin", "x"], "is not a valid integer"),
     ],
