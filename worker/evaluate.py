@@ -72,15 +72,15 @@ def run_cascade(
     def read(tile: Tile) -> Image.Image | None:
         return c.images.get(tile)
 
+    margin = spec.context_margin
     for i, block in enumerate(plan):
         z = block.child_zoom
-        frame = blocks.read_frame(source, block, spec.context_margin)
-        imagery = blocks.frame_centre(frame, spec.context_margin)
+        frame = blocks.read_frame(source, block, margin)
+        imagery = blocks.frame_centre(frame, margin)
         truth = world.render_map(z, 2 * block.x * TILE_SIZE, 2 * block.y * TILE_SIZE, 512, 512)
         if imagery.empty:
             tiles, ref = blocks.blank_block(), None
         else:
-            margin = spec.context_margin
             reference = blocks.reference_for(block, root, spec.reference_span, read, margin)
             seed = block.noise_seed(generator.model_id)
             request = blocks.block_request(block, frame, reference, seed, margin)
@@ -88,9 +88,9 @@ def run_cascade(
             canvas = generator.generate([request])[0]
             c.block_seconds.append(time.perf_counter() - t0)
             tiles = blocks.cut_block(canvas, imagery.mask)
-            ref = None
-            if reference.image is not None:  # what the model received for the block itself
-                ref = np.asarray(reference.image.convert("RGB"))[margin:, margin:][:512, :512]
+            ref, cut = None, slice(margin, margin + 512)  # the block inside its frame
+            if reference.image is not None:
+                ref = np.asarray(reference.image.convert("RGB"))[cut, cut]
         parts = zip(block.children, tiles, _quarters(imagery.rgb), _quarters(imagery.mask),
                     _quarters(truth), strict=True)  # fmt: skip
         for k, (tile, img, rs, m, tr) in enumerate(parts):
