@@ -24,6 +24,7 @@ from model.codec import PatchCodec
 from model.configs import Components
 from model.mfencoder import MFEncoder
 from model.pipeline import MapPipeline
+from model.reference import BLOCK_SIZE
 from model.request import BlockRequest
 from model.scale_encoder import ScaleEncoder
 from model.schedulers import SCHEDULER_NAMES
@@ -33,7 +34,6 @@ __all__ = ["BlockRequest", "Generator", "model_id_of"]
 
 logger = logging.getLogger(__name__)
 
-BLOCK_SIZE = 512
 CHECKPOINT_FORMAT = "mapcascade-generator"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _MODULE_CLASSES = {

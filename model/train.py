@@ -203,18 +203,16 @@ class Trainer:
 
     def _set_lr(self) -> None:
         o = self.options
-        if self.phase() == "autoencoder":
-            optimizer, base, done = self.vae_optimizer, o.vae_lr, self.step
-            left = o.vae_steps - done
-            cooldown = 0
-        else:
+        diffusion = self.phase() == "diffusion"
+        if diffusion:
             optimizer, base, done = self.optimizer, o.lr, self.step - o.vae_steps
-            left, cooldown = o.steps - done, o.cooldown
+        else:
+            optimizer, base, done = self.vae_optimizer, o.vae_lr, self.step
         scale = min(1.0, (done + 1) / max(1, o.warmup))
-        if cooldown:
+        if diffusion and o.cooldown:
             # A constant rate leaves the weights bouncing around the minimum; annealing at the
             # end settles them (the same run's resume picks the schedule up where it was).
-            scale = min(scale, left / cooldown)
+            scale = min(scale, (o.steps - done) / o.cooldown)
         for group in optimizer.param_groups:
             group["lr"] = base * scale
 

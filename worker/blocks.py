@@ -6,6 +6,7 @@ Shared by the RQ job (`worker.jobs`) and the evaluation harness, so both cascade
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,10 +16,9 @@ from PIL import Image
 
 from app.store import TileStore
 from app.tiles import TILE_SIZE, Block, Tile, parent_of
-from model import BlockRequest, ScaleInfo
+from model import BlockRequest, Generator, ScaleInfo
+from model.reference import BLOCK_SIZE
 from worker.imagery.base import ImagerySource, Mosaic
-
-BLOCK_SIZE = 2 * TILE_SIZE
 
 # Reads a generated map tile from the store; None when it is not there.
 MapTileReader = Callable[[Tile], Image.Image | None]
@@ -125,6 +125,40 @@ def block_request(
         margin=margin,
         origin=(block.x * BLOCK_SIZE - margin, block.y * BLOCK_SIZE - margin),
     )
+
+
+@dataclass
+class Drawn:
+    """One block as `draw_block` drew it."""
+
+    imagery: Mosaic  # the block's own 512x512 imagery
+    tiles: list[Image.Image]  # its four RGBA tiles in `Block.children` order
+    reference: Reference  # no image at the root zoom or for a no-data block
+    request: BlockRequest | None  # None for a no-data block: nothing was generated
+    seconds: float  # the generation alone
+
+
+def draw_block(
+    block: Block,
+    source: ImagerySource,
+    generator: Generator,
+    read: MapTileReader,
+    root_zoom: int,
+    span: int,
+    margin: int,
+) -> Drawn:
+    """Imagery frame, cascade reference, generation, four tiles. A block without imagery gets
+    transparent no-data tiles: nothing is invented where there is no data."""
+    frame = read_frame(source, block, margin)
+    imagery = frame_centre(frame, margin)
+    if imagery.empty:
+        return Drawn(imagery, blank_block(), Reference(None, 0), None, 0.0)
+    reference = reference_for(block, root_zoom, span, read, margin)
+    request = block_request(block, frame, reference, block.noise_seed(generator.model_id), margin)
+    start = time.perf_counter()
+    canvas = generator.generate([request])[0]
+    seconds = time.perf_counter() - start
+    return Drawn(imagery, cut_block(canvas, imagery.mask), reference, request, seconds)
 
 
 def cut_block(canvas: Image.Image, mask: np.ndarray | None = None) -> list[Image.Image]:

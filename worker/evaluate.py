@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,22 +74,14 @@ def run_cascade(
     margin = spec.context_margin
     for i, block in enumerate(plan):
         z = block.child_zoom
-        frame = blocks.read_frame(source, block, margin)
-        imagery = blocks.frame_centre(frame, margin)
+        drawn = blocks.draw_block(block, source, generator, read, root, spec.reference_span, margin)
+        imagery, tiles = drawn.imagery, drawn.tiles
         truth = world.render_map(z, 2 * block.x * TILE_SIZE, 2 * block.y * TILE_SIZE, 512, 512)
-        if imagery.empty:
-            tiles, ref = blocks.blank_block(), None
-        else:
-            reference = blocks.reference_for(block, root, spec.reference_span, read, margin)
-            seed = block.noise_seed(generator.model_id)
-            request = blocks.block_request(block, frame, reference, seed, margin)
-            t0 = time.perf_counter()
-            canvas = generator.generate([request])[0]
-            c.block_seconds.append(time.perf_counter() - t0)
-            tiles = blocks.cut_block(canvas, imagery.mask)
-            ref, cut = None, slice(margin, margin + 512)  # the block inside its frame
-            if reference.image is not None:
-                ref = np.asarray(reference.image.convert("RGB"))[cut, cut]
+        if drawn.request is not None:
+            c.block_seconds.append(drawn.seconds)
+        ref, cut = None, slice(margin, margin + blocks.BLOCK_SIZE)  # the block inside its frame
+        if drawn.reference.image is not None:
+            ref = np.asarray(drawn.reference.image.convert("RGB"))[cut, cut]
         parts = zip(block.children, tiles, _quarters(imagery.rgb), _quarters(imagery.mask),
                     _quarters(truth), strict=True)  # fmt: skip
         for k, (tile, img, rs, m, tr) in enumerate(parts):

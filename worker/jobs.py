@@ -61,36 +61,25 @@ def render(ctx: WorkerContext, block: Block) -> dict:
     """Generate and store the block (under its lock); returns its metadata."""
     start = time.perf_counter()
     layer = ctx.layer(block.layer)
-    margin = layer.context_margin
-    frame = blocks.read_frame(ctx.source(layer), block, margin)
-    imagery = blocks.frame_centre(frame, margin)
     generator = ctx.generator(layer)
-    seed = block.noise_seed(generator.model_id)
+    read = blocks.store_reader(ctx.store, block.layer)
+    drawn = blocks.draw_block(block, ctx.source(layer), generator, read, layer.root_zoom,
+                              layer.reference_span, layer.context_margin)  # fmt: skip
     meta: dict = {
         "layer": block.layer,
         "model": generator.model_id,
-        "seed": seed,
+        "seed": block.noise_seed(generator.model_id),
         "steps": generator.steps,
-        "context_margin": margin,
-        "overzoom": imagery.overzoom,
+        "context_margin": layer.context_margin,
+        "overzoom": drawn.imagery.overzoom,
+        "nodata": drawn.request is None,
+        "reference_span": drawn.reference.span,
+        "reference_tiles": [[t.z, t.x, t.y] for t in drawn.reference.tiles],
     }
-    if imagery.empty:
-        tiles = blocks.blank_block()
-        meta.update(nodata=True, reference_span=0, reference_tiles=[])
-    else:
-        read = blocks.store_reader(ctx.store, block.layer)
-        reference = blocks.reference_for(block, layer.root_zoom, layer.reference_span, read, margin)
-        request = blocks.block_request(block, frame, reference, seed, margin)
-        canvas = generator.generate([request])[0]
-        tiles = blocks.cut_block(canvas, imagery.mask)
-        meta.update(
-            nodata=False,
-            reference_span=reference.span,
-            reference_tiles=[[t.z, t.x, t.y] for t in reference.tiles],
-            prompt=request.scale.prompt(),
-        )
+    if drawn.request is not None:
+        meta["prompt"] = drawn.request.scale.prompt()
     meta["duration_s"] = round(time.perf_counter() - start, 4)
     meta["generated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    ctx.store.put_block(block, [blocks.png_bytes(t) for t in tiles], meta)
+    ctx.store.put_block(block, [blocks.png_bytes(t) for t in drawn.tiles], meta)
     log.info("block %s generated in %.2fs", block.key, meta["duration_s"])
     return meta
