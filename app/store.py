@@ -28,16 +28,25 @@ class Removed(NamedTuple):
     blocks: int
 
 
+def imagery_of(layer: str) -> str:
+    """The store's name for the imagery a layer's blocks were drawn from (one tile per map
+    tile, written with the block), so viewers can lay the map over what the model saw."""
+    return f"{layer}/imagery"
+
+
 class TileStore(Protocol):
     def get(self, layer: str, tile: Tile) -> StoredTile | None: ...
     def exists(self, layer: str, tile: Tile) -> bool: ...
     def has_block(self, block: Block) -> bool: ...
-    def put_block(self, block: Block, tiles: list[bytes], meta: dict) -> None: ...
+    def put_block(
+        self, block: Block, tiles: list[bytes], meta: dict, imagery: list[bytes] | None = None
+    ) -> None: ...
     def block_meta(self, block: Block) -> dict | None: ...
     def delete(self, layer: str, tile: Tile) -> bool: ...
     def delete_blocks(self, layer: str, areas: Iterable[TileRect]) -> Removed:
         """Remove whole blocks: for each rectangle of blocks (named by their parent tiles, as
-        `Block` is), each block's metadata, then its four tiles. Missing ones are skipped."""
+        `Block` is), each block's metadata, then its four tiles and their imagery. Missing ones
+        are skipped."""
         ...
 
 
@@ -77,7 +86,11 @@ class FileTileStore:
             self.exists(block.layer, child) for child in block.children
         )
 
-    def put_block(self, block: Block, tiles: list[bytes], meta: dict) -> None:
+    def put_block(
+        self, block: Block, tiles: list[bytes], meta: dict, imagery: list[bytes] | None = None
+    ) -> None:
+        for child, data in zip(block.children, imagery or [], strict=False):
+            _write_atomic(self.tile_path(imagery_of(block.layer), child), data)
         for child, data in zip(block.children, tiles, strict=True):
             _write_atomic(self.tile_path(block.layer, child), data)
         _write_atomic(self.meta_path(block), json.dumps(meta, indent=1).encode())
@@ -102,6 +115,7 @@ class FileTileStore:
             blocks += _remove_rect(self.root / layer / "blocks" / str(parents.z), parents, ".json")
             children = parents.descendants(parents.z + 1)
             tiles += _remove_rect(self.root / layer / str(children.z), children, ".png")
+            _remove_rect(self.root / imagery_of(layer) / str(children.z), children, ".png")
         return Removed(tiles, blocks)
 
 

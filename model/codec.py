@@ -69,6 +69,16 @@ def decode_latents(vae: Codec, latents: torch.Tensor) -> torch.Tensor:
     return vae.decode(latents / vae.config.scaling_factor).sample
 
 
+def latent_mask(vae: Codec, mask: torch.Tensor) -> torch.Tensor:
+    """A pixel mask (B x 1 x H x W, 0..1) as weights of the latent elements: exact per pixel
+    for the patch codec (each latent channel is one pixel's colour), the share of the cell's
+    pixels for a learned autoencoder."""
+    if isinstance(vae, PatchCodec):
+        return vae.unshuffle(mask.expand(-1, 3, -1, -1))
+    factor = latent_factor(vae)
+    return torch.nn.functional.avg_pool2d(mask, factor)
+
+
 def latent_factor(vae: Codec) -> int:
     """Pixels per latent cell along each side."""
     if isinstance(vae, PatchCodec):

@@ -57,9 +57,13 @@ def _palette_arrays(palette: Palette) -> tuple[list[str], np.ndarray, np.ndarray
 def class_map(img: object, palette: Palette) -> np.ndarray:
     """(H, W) int: index (in palette order) of the class whose nearest colour each pixel has."""
     _, colours, owner = _palette_arrays(palette)
-    a = _rgb(img)
-    d = ((a[..., None, :] - colours[None, None]) ** 2).sum(axis=-1)
-    return owner[np.argmin(d, axis=-1)]
+    a = _rgb(img).astype(np.float32)
+    out = np.empty(a.shape[:2], dtype=owner.dtype)
+    rows = max(1, 2**20 // max(1, a.shape[1]))  # bounded memory on large mosaics
+    for r in range(0, a.shape[0], rows):
+        d = ((a[r : r + rows, :, None, :] - colours[None, None].astype(np.float32)) ** 2).sum(-1)
+        out[r : r + rows] = owner[np.argmin(d, axis=-1)]
+    return out
 
 
 def class_iou(

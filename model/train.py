@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler
 
 from model import configs
-from model.codec import encode_latents
+from model.codec import decode_latents, encode_latents, latent_mask
 from model.configs import Components
 from model.generator import load_components
 from model.injection import inject_features
@@ -36,7 +36,7 @@ from model.train_checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from model.train_data import Augment, Batch, TileDataset
+from model.train_data import KNOWN, NOT_LABELLED, Augment, Batch, TileDataset
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ DENOISER_MODULES = ("unet", "mfencoder", "sfadapter", "scale_encoder")
 @dataclass
 class TrainOptions:
     config: str = "demo"
-    data: tuple[str, ...] = (".",)  # one or more data set folders
+    init: str | None = None  # warm start: a generator folder (or "demo") instead of config's init
+    data: tuple[str, ...] = (".",)  # one or more data set folders, `DIR*W` to weigh one
     out: str = "runs/demo"
     split: str | None = "train"
     steps: int = 2000  # diffusion steps
@@ -62,6 +63,9 @@ class TrainOptions:
     cooldown: int = 0  # the last N diffusion steps decay the learning rate linearly to 0
     prediction_type: str | None = None  # None: the config's (model/schedulers.py)
     min_snr_gamma: float = 5.0
+    # Pixels known to be none of the labelled classes (partial labels) are pushed at least this
+    # far (RGB distance in [-1, 1] units) from those classes' colours; no colour is imposed.
+    exclusion_margin: float = 0.25
     ema_decay: float = 0.999
     kl_weight: float = 1e-6
     checkpoint_every: int = 200
@@ -127,6 +131,10 @@ class Trainer:
         state = load_trainer_state(self.out) if resume else None
         if state is not None:
             self.components = load_components(self.out / CHECKPOINT / "generator")
+        elif options.init is not None:
+            # A warm start: the shipped weights (or any checkpoint) with a new optimizer.
+            init = configs.demo_weights_dir() if options.init == "demo" else Path(options.init)
+            self.components = load_components(init)
         else:
             self.components = build_components(options.config, options.seed)
         if options.prediction_type is not None:
@@ -262,8 +270,49 @@ class Trainer:
         else:
             target = noise
             weight = snr.clamp(max=self.options.min_snr_gamma) / snr
-        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
-        return (per_sample * weight).mean()
+        error = F.mse_loss(pred, target, reduction="none")
+        if batch.knowledge is None:
+            return (error.mean(dim=(1, 2, 3)) * weight).mean()
+        # Partial labels: the map is learned only where it is known (the loss is a mean over
+        # known latent cells), and pixels known to be none of the labelled classes only learn
+        # what they are not.
+        knowledge = batch.knowledge.to(device)
+        known = latent_mask(c.vae, (knowledge == KNOWN).float())
+        per_sample = (error * known).sum(dim=(1, 2, 3)) / known.sum(dim=(1, 2, 3)).clamp(min=1)
+        x0 = self.predicted_x0(noisy, pred, t)
+        excluded = self.exclusion_loss(x0, knowledge == NOT_LABELLED, batch.excluded_colours)
+        return ((per_sample + excluded) * weight).mean()
+
+    def predicted_x0(
+        self, noisy: torch.Tensor, pred: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        """The clean latents the model's prediction implies."""
+        a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        if self.components.prediction_type == "v_prediction":
+            return a.sqrt() * noisy - (1 - a).sqrt() * pred
+        return (noisy - (1 - a).sqrt() * pred) / a.sqrt().clamp(min=0.05)
+
+    def exclusion_loss(
+        self, x0: torch.Tensor, where: torch.Tensor, colours: list[torch.Tensor] | None
+    ) -> torch.Tensor:
+        """Per sample: mean over `where` pixels of relu(margin - distance to the nearest
+        excluded colour)^2 of the predicted map. Inside a label extent a pixel without a
+        footprint is known not to be a building; this teaches exactly that, while its class
+        (road, ground, trees...) is left to what the model learned where maps are complete.
+        Drawing those pixels as background would invent ground where roads and trees are."""
+        out = torch.zeros(x0.shape[0], device=x0.device)
+        if colours is None or not bool(where.any()):
+            return out
+        pixels = decode_latents(self.components.vae, x0)  # B x 3 x H x W in [-1, 1]
+        margin = self.options.exclusion_margin
+        for i, palette in enumerate(colours):
+            mask = where[i, 0]
+            if not palette.numel() or not bool(mask.any()):
+                continue
+            chosen = pixels[i][:, mask]  # 3 x N
+            dist = torch.cdist(chosen.T, palette.to(x0.device)).min(dim=1).values
+            out[i] = F.relu(margin - dist).pow(2).mean()
+        return out
 
     def _diffusion_step(self) -> float:
         o = self.options

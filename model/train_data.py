@@ -13,6 +13,7 @@ checkpoint (which stores that generator's state) draws exactly what the uninterr
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -29,6 +30,10 @@ from model.scale import ScaleInfo
 logger = logging.getLogger(__name__)
 
 FOLDERS = {"imagery": "rs_256", "map": "map_256", 2: "ref_scale_2_256", 4: "ref_scale_4_256"}
+# The knowledge mask (dataset format 2; a tile without one is known everywhere): 255 the map is
+# known, 128 the pixel is known to be none of the labelled classes, 0 nothing is known.
+MASK_FOLDER = "mask_256"
+KNOWN, NOT_LABELLED = 255, 128
 
 
 @dataclass
@@ -43,6 +48,13 @@ class Augment:
     jitter: float = 0.06  # max per-channel gain and offset deviation
     shift: int = 3  # max translation, px
     dihedral: bool = True  # joint flips/rot90 of imagery, reference and target
+    # Imagery from other sensors, seasons and light: the synthetic world's colours are not the
+    # real ones, and real sites differ from each other.
+    imagery_jitter: float = 0.8  # probability of a colour/contrast/saturation change
+    imagery_gain: float = 0.2  # max per-channel gain deviation
+    imagery_saturation: float = 0.4  # max saturation change (x 1 +- this)
+    imagery_blur: float = 0.3  # probability of a Gaussian blur (sigma up to 1.2 px)
+    imagery_noise: float = 0.04  # max sensor noise, in [-1, 1] units
 
 
 @dataclass
@@ -52,6 +64,10 @@ class Batch:
     reference: torch.Tensor  # B x 3 x H x W in [-1, 1]; zeros where has_reference is False
     has_reference: torch.Tensor  # B bools
     scales: list[ScaleInfo]
+    # B x 1 x H x W uint8 knowledge (KNOWN / NOT_LABELLED / 0), and per sample the colours
+    # ([-1, 1]) of the labelled classes that NOT_LABELLED pixels must not take; None: all known.
+    knowledge: torch.Tensor | None = None
+    excluded_colours: list[torch.Tensor] | None = None
 
 
 def tile_latitude(z: int, y: float) -> float:
@@ -81,27 +97,56 @@ def _load(path: Path) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
+def parse_data_arg(text: str | Path) -> tuple[Path, float]:
+    """`DIR` or `DIR*W`: a data set folder and its sampling weight per tile (default 1)."""
+    path, sep, weight = str(text).rpartition("*")
+    if not sep:
+        return Path(text), 1.0
+    try:
+        w = float(weight)
+    except ValueError:
+        raise ValueError(f"bad weight in {text!r}: expected DIR*NUMBER") from None
+    if not w > 0:
+        raise ValueError(f"weight of {path} must be > 0, got {w}")
+    return Path(path), w
+
+
+def excluded_colours(root: Path) -> torch.Tensor:
+    """K x 3 colours in [-1, 1] of the classes a data set labels partially (dataset.json's
+    `labelled_colours`); empty when its labels are complete."""
+    meta = root / "dataset.json"
+    colours = json.loads(meta.read_text()).get("labelled_colours", []) if meta.is_file() else []
+    return torch.tensor(colours, dtype=torch.float32).reshape(-1, 3) / 127.5 - 1.0
+
+
 class TileDataset:
     """All tiles of a split, held in memory as uint8 (a few thousand tiles are a few GB)."""
 
     def __init__(
         self, roots: str | Path | Sequence[str | Path], split: str | None = "train"
     ) -> None:
-        # Several data sets (one per built area) train as one.
-        self.roots = [Path(roots)] if isinstance(roots, str | Path) else [Path(r) for r in roots]
+        # Several data sets (one per built area, `DIR*W` weighs one) train as one.
+        entries = [roots] if isinstance(roots, str | Path) else list(roots)
+        parsed = [parse_data_arg(r) for r in entries]
+        self.roots = [p for p, _ in parsed]
         self.names: list[str] = []
         self.zooms: list[int] = []
         self.lats: list[float] = []
+        self.weights: list[float] = []
+        self.excluded: list[torch.Tensor] = []
         self.images: dict[str | int, list[torch.Tensor | None]] = {k: [] for k in FOLDERS}
-        for root in self.roots:
+        self.images["mask"] = []
+        for root, weight in parsed:
+            colours = excluded_colours(root)
             for name in read_tile_list(root, split):
-                self._add(root, name)
+                self._add(root, name, weight, colours)
         if not self.names:
             where = ", ".join(str(r) for r in self.roots)
             raise ValueError(f"no usable tiles in {where} (split {split!r})")
+        self.sampling = torch.tensor(self.weights, dtype=torch.float64)
         logger.info("loaded %d tiles from %d data sets", len(self.names), len(self.roots))
 
-    def _add(self, root: Path, name: str) -> None:
+    def _add(self, root: Path, name: str, weight: float, colours: torch.Tensor) -> None:
         paths = {k: root / folder / f"{name}.png" for k, folder in FOLDERS.items()}
         if not (paths["imagery"].is_file() and paths["map"].is_file()):
             logger.warning("tile %s lacks imagery or map; skipped", name)
@@ -110,8 +155,17 @@ class TileDataset:
         self.names.append(name)
         self.zooms.append(z)
         self.lats.append(tile_latitude(z, y + 0.5))
+        self.weights.append(weight)
+        self.excluded.append(colours)
         for key, path in paths.items():
             self.images[key].append(_load(path) if path.is_file() else None)
+        mask = root / MASK_FOLDER / f"{name}.png"
+        self.images["mask"].append(_load_mask(mask) if mask.is_file() else None)
+
+    def _draw(self, rng: torch.Generator) -> int:
+        if len(set(self.weights)) == 1:  # uniform: the same draws as before weights existed
+            return int(torch.randint(len(self), (1,), generator=rng))
+        return int(torch.multinomial(self.sampling, 1, generator=rng))
 
     def __len__(self) -> int:
         return len(self.names)
@@ -120,38 +174,50 @@ class TileDataset:
         """Map crops only (autoencoder training), flipped/rotated at random."""
         out = []
         for _ in range(batch_size):
-            i = int(torch.randint(len(self), (1,), generator=rng))
+            i = self._draw(rng)
             target = _to_float(self.images["map"][i])
             out.append(_dihedral(_crop([target], crop, rng)[0], rng))
         return torch.stack(out)
 
     def batch(self, batch_size: int, crop: int, rng: torch.Generator, augment: Augment) -> Batch:
         imagery, target, reference, has_ref, scales = [], [], [], [], []
+        known: list[torch.Tensor] = []
+        excluded: list[torch.Tensor] = []
+        partial = any(m is not None for m in self.images["mask"])
         for _ in range(batch_size):
-            i = int(torch.randint(len(self), (1,), generator=rng))
+            i = self._draw(rng)
             span = self._pick_span(i, rng, augment)
             img = _to_float(self.images["imagery"][i])
             tgt = _to_float(self.images["map"][i])
             ref_u8 = self.images[span][i] if span else None
             ref = _to_float(ref_u8) if ref_u8 is not None else torch.zeros_like(img)
-            img, tgt, ref = _crop([img, tgt, ref], crop, rng)
+            mask = self.images["mask"][i]
+            if mask is None:
+                mask = torch.full((1, *img.shape[1:]), KNOWN, dtype=torch.uint8)
+            img, tgt, ref, mask = _crop([img, tgt, ref, mask], crop, rng)
             if augment.dihedral:
                 k, flip = _draw_dihedral(rng)
-                img, tgt, ref = (_apply_dihedral(t, k, flip) for t in (img, tgt, ref))
+                img, tgt, ref, mask = (_apply_dihedral(t, k, flip) for t in (img, tgt, ref, mask))
             if span and float(torch.rand((), generator=rng)) < augment.degrade:
                 ref = degrade_reference(ref, rng, augment)
+            if augment.imagery_jitter > 0:
+                img = jitter_imagery(img, rng, augment)
             zoom = self.zooms[i]
             scales.append(ScaleInfo.cascade(zoom, lat=self.lats[i], span=span))
             imagery.append(img)
             target.append(tgt)
             reference.append(ref)
             has_ref.append(span != 0)
+            known.append(mask)
+            excluded.append(self.excluded[i])
         return Batch(
             torch.stack(imagery),
             torch.stack(target),
             torch.stack(reference),
             torch.tensor(has_ref),
             scales,
+            torch.stack(known) if partial else None,
+            excluded if partial else None,
         )
 
     def _pick_span(self, i: int, rng: torch.Generator, augment: Augment) -> int:
@@ -163,6 +229,11 @@ class TileDataset:
         if 4 in available and (four < augment.span4 or 2 not in available):
             return 4
         return 2 if 2 in available else 4
+
+
+def _load_mask(path: Path) -> torch.Tensor:
+    array = np.asarray(Image.open(path).convert("L"), dtype=np.uint8)
+    return torch.from_numpy(array.copy())[None]
 
 
 def _to_float(image: torch.Tensor) -> torch.Tensor:
@@ -232,4 +303,23 @@ def degrade_reference(
     out = _shift(out, int(shift[0]), int(shift[1]))
     out = out * gain + offset
     out = out + noise * (u[2] * augment.noise_std)
+    return out.clamp(-1.0, 1.0)
+
+
+def jitter_imagery(image: torch.Tensor, rng: torch.Generator, augment: Augment) -> torch.Tensor:
+    """Imagery as another sensor, light or season would show it: per-channel gain and offset,
+    saturation, sometimes blur, sensor noise. Every number is drawn whatever is applied."""
+    u = torch.rand(4, generator=rng).tolist()
+    gain = 1 + augment.imagery_gain * (2 * torch.rand(3, 1, 1, generator=rng) - 1)
+    offset = augment.imagery_gain / 2 * (2 * torch.rand(3, 1, 1, generator=rng) - 1)
+    noise = torch.randn(image.shape, generator=rng)
+    if u[0] >= augment.imagery_jitter:
+        return image
+    grey = image.mean(dim=0, keepdim=True)
+    saturation = 1 + augment.imagery_saturation * (2 * u[1] - 1)
+    out = grey + (image - grey) * saturation
+    out = out * gain + offset
+    if u[2] < augment.imagery_blur:
+        out = _gaussian_blur(out, 0.3 + 0.9 * u[3])
+    out = out + noise * (u[3] * augment.imagery_noise)
     return out.clamp(-1.0, 1.0)

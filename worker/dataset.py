@@ -1,5 +1,9 @@
 """Training-set builder: CSCMG layout (256 px tiles + cascade reference crops) plus 512 px block
-samples, from the synthetic world or from XYZ map/imagery services; resumable, atomic writes."""
+samples, from the synthetic world, any layer imagery source with labels rendered in our style,
+or XYZ map services; resumable, atomic writes.
+
+Each pair carries a knowledge mask (`mask_256/`, `mask_512/`, see worker/world/labels.py): where
+the truth is known, where only "none of the labelled classes" is known, and where nothing is."""
 
 from __future__ import annotations
 
@@ -21,21 +25,24 @@ import numpy as np
 from PIL import Image
 
 from model.reference import prepare_reference
-from worker.imagery.base import decode_tile
+from worker.imagery.base import ImagerySource, decode_tile
 from worker.world import World
+from worker.world.labels import KNOWN, UNKNOWN
 from worker.world.noise import hash_unit
 
 log = logging.getLogger(__name__)
 
-DATASET_VERSION = 1
+DATASET_VERSION = 2  # 2: knowledge masks
 TILE = 256
-DIRS_256 = {"rs": "rs_256", "map": "map_256", 2: "ref_scale_2_256", 4: "ref_scale_4_256"}
-DIRS_512 = {"rs": "rs_512", "map": "map_512", 2: "ref_2_512", 4: "ref_4_512"}
+DIRS_256 = {"rs": "rs_256", "map": "map_256", 2: "ref_scale_2_256", 4: "ref_scale_4_256",
+            "mask": "mask_256"}  # fmt: skip
+DIRS_512 = {"rs": "rs_512", "map": "map_512", 2: "ref_2_512", 4: "ref_4_512", "mask": "mask_512"}
 Key = tuple[int, int, int]  # (z, x, y)
 
 
 class TileProvider(Protocol):
-    """Where a layer of the dataset comes from: (rgb (256,256,3) uint8, mask) or None."""
+    """Where a layer of the dataset comes from: (rgb (256,256,3) uint8, mask) or None. For
+    imagery the mask is bool (data); for maps it is the knowledge mask (uint8, labels.py)."""
 
     def tile(self, z: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray] | None: ...
 
@@ -56,7 +63,18 @@ class WorldMap:
     def tile(self, z: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray] | None:
         mask = self.world.mask(z, x * TILE, y * TILE, TILE, TILE)
         rgb = self.world.render_map(z, x * TILE, y * TILE, TILE, TILE)
-        return (rgb, mask) if mask.any() else None
+        return (rgb, np.where(mask, KNOWN, UNKNOWN).astype(np.uint8)) if mask.any() else None
+
+
+@dataclass
+class SourceTiles:
+    """Imagery tiles from any layer imagery source (xyz, dir, geotiff, world)."""
+
+    source: ImagerySource
+
+    def tile(self, z: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray] | None:
+        mosaic = self.source.read(z, x, y, 1, 1)
+        return None if mosaic.empty else (mosaic.rgb, mosaic.mask)
 
 
 @dataclass
@@ -72,7 +90,8 @@ class UrlTiles:
         if r.status_code in (204, 404):
             return None
         r.raise_for_status()
-        return decode_tile(r.content)
+        rgb, mask = decode_tile(r.content)
+        return rgb, np.where(mask, KNOWN, UNKNOWN).astype(np.uint8)
 
 
 @dataclass
@@ -131,8 +150,16 @@ class _Builder:
         return None if got is None else got[0]
 
     def coverage(self, key: Key) -> float:
-        got = self.cache("rs", *key)
-        return 0.0 if got is None else float(got[1].mean())
+        """Share of the tile with both imagery and some knowledge of the map."""
+        rs, mp = self.cache("rs", *key), self.cache("map", *key)
+        if rs is None or mp is None:
+            return 0.0
+        return float((rs[1] & (mp[1] > UNKNOWN)).mean())
+
+    def knowledge(self, key: Key) -> np.ndarray:
+        got = self.cache("map", *key)
+        assert got is not None  # write_* only run where coverage() found the map
+        return got[1]
 
     def tiles(self, z: int) -> list[Key]:
         return [(t.z, t.x, t.y) for t in mercantile.tiles(*self.spec.bbox, zooms=[z])]
@@ -150,7 +177,8 @@ class _Builder:
         if rs is None or mp is None or ref2 is None or ref4 is None:
             return False
         images = {"rs": Image.fromarray(rs), "map": Image.fromarray(mp),
-                  2: ref_crop(ref2, key, 1), 4: ref_crop(ref4, key, 2)}  # fmt: skip
+                  2: ref_crop(ref2, key, 1), 4: ref_crop(ref4, key, 2),
+                  "mask": Image.fromarray(self.knowledge(key))}  # fmt: skip
         for k, p in paths.items():
             if not p.exists():
                 write_png(p, images[k])
@@ -179,6 +207,7 @@ class _Builder:
             "map": canvas(mp),
             2: prepare_reference(Image.fromarray(p_map), 2),
             4: prepare_reference(Image.fromarray(gp_map), 4, (px & 1, py & 1)),
+            "mask": canvas([self.knowledge(k) for k in kids]),
         }
         for k, p in paths.items():
             if not p.exists():
@@ -226,6 +255,8 @@ def build(spec: DatasetSpec, progress: Callable[[int, int], None] | None = None)
         "zooms": [spec.zooms.start, spec.zooms.stop - 1],
         "split": spec.split,
         "min_coverage": spec.min_coverage,
+        # Labels of some classes only: the colours a NOT_LABELLED pixel must not take.
+        "labelled_colours": [list(c) for c in getattr(spec.maps, "partial_colours", [])],
         "counts": {name: len(rows) for name, rows in sorted(lists.items())},
         "blocks": "512 px blocks are named by their parent tile {z-1}_{x}_{y}; children at z",
     }

@@ -1,5 +1,9 @@
-"""Evaluation harness: cascade-generate a world area exactly as the service does (references
-are the model's own outputs) and score it against the rendered truth, with two trivial floors."""
+"""Evaluation harness: cascade-generate an area exactly as the service does (references are the
+model's own outputs) and score it against the truth, beside trivial floors.
+
+Two kinds of area: a world area (the truth is the whole rendered map: PSNR, SSIM, class IoU) and
+a real site (real imagery, OSM labels of some classes over part of it: IoU of the labelled
+classes where the labels say anything, worker/world/labels.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +18,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from app.imagery_config import DirImageryConfig
 from app.tiles import TILE_SIZE, Tile
 from model import Generator, metrics
 from worker import blocks
+from worker.imagery import ImagerySource, open_source
 from worker.imagery.world import WorldSource
-from worker.world import CLASS_COLOURS, get_area, world_for
+from worker.world import CLASS_COLOURS, CLASSES, get_area, world_for
+from worker.world.areas import REAL_SITES, get_site
+from worker.world.labels import KNOWN, UNKNOWN, LabelMap
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,65 @@ class EvalSpec:
 
 
 @dataclass
+class Target:
+    """What is evaluated: imagery, the truth of a 512 px block, the extent, the root zoom."""
+
+    name: str
+    split: str
+    bbox: tuple[float, float, float, float]
+    root_zoom: int
+    source: ImagerySource
+    # (zoom, left px, top px) -> the block's truth map (512, 512, 3) and knowledge (512, 512)
+    truth: Callable[[int, int, int], tuple[np.ndarray, np.ndarray]]
+    classes: tuple[str, ...]  # the labelled classes; all of them for a world area
+
+    @property
+    def partial(self) -> bool:
+        return set(self.classes) != set(CLASSES)
+
+
+def is_real_site(area: str) -> bool:
+    return area.removeprefix("real:") in REAL_SITES
+
+
+def target_for(spec: EvalSpec) -> Target:
+    if is_real_site(spec.area):
+        site = get_site(spec.area)
+        labels = LabelMap.from_file(site.labels, ("building",))
+        box = labels.extent if spec.bbox is None else _intersect(labels.extent, spec.bbox)
+
+        def label_truth(z: int, left: int, top: int) -> tuple[np.ndarray, np.ndarray]:
+            x, y = left // TILE_SIZE, top // TILE_SIZE
+            quads = [labels.tile(z, x + dx, y + dy) for dy in (0, 1) for dx in (0, 1)]
+            blank = (np.zeros((TILE_SIZE, TILE_SIZE, 3), np.uint8),
+                     np.full((TILE_SIZE, TILE_SIZE), UNKNOWN, np.uint8))  # fmt: skip
+            rgb, known = zip(*[q or blank for q in quads], strict=True)
+            return _join(list(rgb)), _join(list(known))
+
+        source = open_source(DirImageryConfig(type="dir", path=site.imagery))
+        return Target(f"real:{site.name}", site.split, box, site.root_zoom, source,
+                      label_truth, labels.classes)  # fmt: skip
+    area = get_area(spec.area)
+    world = world_for(area, spec.bbox)
+
+    def world_truth(z: int, left: int, top: int) -> tuple[np.ndarray, np.ndarray]:
+        known = world.mask(z, left, top, 512, 512)
+        rgb = world.render_map(z, left, top, 512, 512)
+        return rgb, np.where(known, KNOWN, UNKNOWN).astype(np.uint8)
+
+    return Target(spec.area, area.split, world.bbox, area.root_zoom, WorldSource(world),
+                  world_truth, CLASSES)  # fmt: skip
+
+
+def _intersect(a: tuple, b: tuple) -> tuple[float, float, float, float]:
+    return (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+
+
+def _join(quads: list[np.ndarray]) -> np.ndarray:
+    return np.vstack([np.hstack(quads[:2]), np.hstack(quads[2:])])
+
+
+@dataclass
 class _Cascade:
     """Everything generated, per tile, as RGB arrays plus the validity mask."""
 
@@ -46,7 +113,8 @@ class _Cascade:
     reference: dict[Tile, np.ndarray] = field(default_factory=dict)  # what the model received
     truth: dict[Tile, np.ndarray] = field(default_factory=dict)
     imagery: dict[Tile, np.ndarray] = field(default_factory=dict)
-    mask: dict[Tile, np.ndarray] = field(default_factory=dict)
+    mask: dict[Tile, np.ndarray] = field(default_factory=dict)  # imagery and some knowledge
+    knowledge: dict[Tile, np.ndarray] = field(default_factory=dict)
     images: dict[Tile, Image.Image] = field(default_factory=dict)  # RGBA, as the store holds
     block_seconds: list[float] = field(default_factory=list)
 
@@ -57,15 +125,16 @@ def _quarters(a: np.ndarray) -> list[np.ndarray]:
 
 
 def run_cascade(
-    spec: EvalSpec, generator: Generator, progress: Callable[[int, int], None] | None = None
+    spec: EvalSpec,
+    generator: Generator,
+    progress: Callable[[int, int], None] | None = None,
+    target: Target | None = None,
 ) -> _Cascade:
     """Generate every block from the area's root zoom down to the deepest evaluated zoom."""
-    area = get_area(spec.area)
-    world = world_for(area, spec.bbox)
-    source = WorldSource(world)
-    root = area.root_zoom
+    target = target or target_for(spec)
+    source, root = target.source, target.root_zoom
     plan = [b for z in range(root, spec.zooms.stop) for b in
-            blocks.blocks_covering(LAYER, world.bbox, z)]  # fmt: skip
+            blocks.blocks_covering(LAYER, target.bbox, z)]  # fmt: skip
     c = _Cascade()
 
     def read(tile: Tile) -> Image.Image | None:
@@ -76,18 +145,19 @@ def run_cascade(
         z = block.child_zoom
         drawn = blocks.draw_block(block, source, generator, read, root, spec.reference_span, margin)
         imagery, tiles = drawn.imagery, drawn.tiles
-        truth = world.render_map(z, 2 * block.x * TILE_SIZE, 2 * block.y * TILE_SIZE, 512, 512)
+        truth, known = target.truth(z, 2 * block.x * TILE_SIZE, 2 * block.y * TILE_SIZE)
         if drawn.request is not None:
             c.block_seconds.append(drawn.seconds)
         ref, cut = None, slice(margin, margin + blocks.BLOCK_SIZE)  # the block inside its frame
         if drawn.reference.image is not None:
             ref = np.asarray(drawn.reference.image.convert("RGB"))[cut, cut]
-        parts = zip(block.children, tiles, _quarters(imagery.rgb), _quarters(imagery.mask),
-                    _quarters(truth), strict=True)  # fmt: skip
-        for k, (tile, img, rs, m, tr) in enumerate(parts):
+        valid = imagery.mask & (known > UNKNOWN)
+        parts = zip(block.children, tiles, _quarters(imagery.rgb), _quarters(valid),
+                    _quarters(truth), _quarters(known), strict=True)  # fmt: skip
+        for k, (tile, img, rs, m, tr, kn) in enumerate(parts):
             c.images[tile] = img
             c.generated[tile] = np.asarray(img.convert("RGB"))
-            c.imagery[tile], c.mask[tile], c.truth[tile] = rs, m, tr
+            c.imagery[tile], c.mask[tile], c.truth[tile], c.knowledge[tile] = rs, m, tr, kn
             if ref is not None:
                 c.reference[tile] = _quarters(ref)[k]
         if progress:
@@ -159,6 +229,69 @@ def score(c: _Cascade, zooms: range) -> dict:
     return {"per_zoom": per_zoom, "overall": _overall(per_zoom)}
 
 
+def _iou(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    union = np.count_nonzero((pred | truth) & mask)
+    return np.count_nonzero(pred & truth & mask) / union if union else float("nan")
+
+
+def colour_oracle(imagery: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The best per-pixel colour rule, fitted on the answers themselves: each of 8x8x8 colour
+    bins of the imagery predicts the class most of its pixels have. A floor no model that
+    looks at one pixel's colour can beat on this data."""
+    bins = (imagery // 32).astype(np.int64)
+    code = (bins[..., 0] * 8 + bins[..., 1]) * 8 + bins[..., 2]
+    hits = np.bincount(code[mask & truth], minlength=512)
+    total = np.bincount(code[mask], minlength=512)
+    return (2 * hits > total)[code]
+
+
+def score_partial(c: _Cascade, zooms: range, classes: tuple[str, ...]) -> dict:
+    """Real sites: IoU of each labelled class over the pixels whose truth says anything (a
+    NOT_LABELLED pixel counts as "not this class"), with the trivial floors beside it."""
+    per_zoom: dict[str, dict] = {}
+    for z in zooms:
+        keys = [t for t in c.generated if t.z == z and c.mask[t].any()]
+        if not keys:
+            continue
+        gen, tru = _mosaic(c.generated, keys), _mosaic(c.truth, keys)
+        img, known = _mosaic(c.imagery, keys), _mosaic(c.knowledge, keys)
+        mask = _mosaic(c.mask, keys, fill=False)
+        pred_class, true_class = (metrics.class_map(a, CLASS_COLOURS) for a in (gen, tru))
+        ref = _mosaic(c.reference, keys) if all(t in c.reference for t in keys) else None
+        ref_class = metrics.class_map(ref, CLASS_COLOURS) if ref is not None else None
+        scores: dict[str, dict[str, float]] = {k: {} for k in (
+            "model", "floor_all_background", "floor_all_labelled_class", "floor_colour_oracle",
+            "floor_reference")}  # fmt: skip
+        for name in classes:
+            i = CLASSES.index(name)
+            truth = (known == KNOWN) & (true_class == i)
+            scores["model"][name] = _iou(pred_class == i, truth, mask)
+            scores["floor_all_background"][name] = _iou(np.zeros_like(mask), truth, mask)
+            scores["floor_all_labelled_class"][name] = _iou(np.ones_like(mask), truth, mask)
+            scores["floor_colour_oracle"][name] = _iou(colour_oracle(img, truth, mask), truth, mask)
+            if ref_class is not None:
+                scores["floor_reference"][name] = _iou(ref_class == i, truth, mask)
+        for entry in scores.values():
+            if entry:
+                entry["mean"] = float(np.nanmean(list(entry.values())))
+        per_zoom[str(z)] = {
+            "tiles": len(keys),
+            "labelled_share": float((known[mask] == KNOWN).mean()),
+            **{k: ({"iou": v} if v else None) for k, v in scores.items()},
+            "seam_block": metrics.seam_strength(gen, kind="block", mask=mask),
+            "seam_inner": metrics.seam_strength(gen, kind="inner", mask=mask),
+        }
+    entries = list(per_zoom.values())
+    overall: dict = {}
+    for who in ("model", "floor_all_background", "floor_all_labelled_class",
+                "floor_colour_oracle", "floor_reference"):  # fmt: skip
+        got = [e[who]["iou"] for e in entries if e[who] is not None]
+        overall[who] = {"iou": {k: _mean([g[k] for g in got]) for k in got[0]}} if got else None
+    for key in ("seam_block", "seam_inner"):
+        overall[key] = _mean([e[key] for e in entries])
+    return {"per_zoom": per_zoom, "overall": overall}
+
+
 def _mean(values: list) -> float | None:
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     finite = [v for v in vals if math.isfinite(v)]
@@ -184,14 +317,27 @@ def _overall(per_zoom: dict[str, dict]) -> dict:
     return out
 
 
+def _labels_view(c: _Cascade) -> dict[Tile, np.ndarray]:
+    """The truth as a mapper reads labels: unknown pixels hatched grey, not painted background."""
+    out = {}
+    for t, truth in c.truth.items():
+        view = truth.copy()
+        unknown = c.knowledge[t] == UNKNOWN
+        yy, xx = np.mgrid[: unknown.shape[0], : unknown.shape[1]]
+        view[unknown] = np.where(((xx + yy) // 6 % 2 == 0)[unknown, None], 200, 170)
+        out[t] = view
+    return out
+
+
 def write_mosaics(c: _Cascade, zooms: range, out: Path) -> list[str]:
     """imagery | generated | truth per zoom, as PNGs (shrunk to keep them small)."""
     names = []
+    truth = _labels_view(c)
     for z in zooms:
         keys = [t for t in c.generated if t.z == z and c.mask[t].any()]
         if not keys:
             continue
-        panels = [_mosaic(d, keys) for d in (c.imagery, c.generated, c.truth)]
+        panels = [_mosaic(d, keys) for d in (c.imagery, c.generated, truth)]
         gap = np.full((panels[0].shape[0], 8, 3), 255, np.uint8)
         row = np.hstack([panels[0], gap, panels[1], gap, panels[2]])
         img = Image.fromarray(row)
@@ -214,14 +360,27 @@ def _json_safe(v: object) -> object:
     return v
 
 
+FLOORS = {
+    "floor_flat_mean": "every pixel the truth's mean colour over the valid area",
+    "floor_reference": "the cascade reference the model received (its own coarser outputs cut "
+    "and upsampled), scored as if it were the answer; none at the root",
+}
+FLOORS_PARTIAL = {
+    "floor_all_background": "no pixel of the labelled classes",
+    "floor_all_labelled_class": "every pixel of the class",
+    "floor_colour_oracle": "the best 8x8x8-bin colour -> class rule fitted on the answers",
+    "floor_reference": FLOORS["floor_reference"],
+}
+
+
 def load_model(spec: EvalSpec) -> Generator:
     """Check the spec against its area and load its model: what bad input makes fail
     (ValueError, FileNotFoundError), before anything is generated or written."""
-    area = get_area(spec.area)
-    if spec.zooms.start < area.root_zoom:
-        raise ValueError(
-            f"{spec.area} starts at root zoom {area.root_zoom}; cannot evaluate {spec.zooms}"
-        )
+    root = (
+        get_site(spec.area).root_zoom if is_real_site(spec.area) else get_area(spec.area).root_zoom
+    )
+    if spec.zooms.start < root:
+        raise ValueError(f"{spec.area} starts at root zoom {root}; cannot evaluate {spec.zooms}")
     return Generator.load(spec.model, steps=spec.steps)
 
 
@@ -230,27 +389,25 @@ def evaluate(
 ) -> dict:
     """Run the cascade, score it, write report.json and the mosaics; returns the report."""
     spec.out.mkdir(parents=True, exist_ok=True)
-    area = get_area(spec.area)
-    c = run_cascade(spec, generator, progress)
+    target = target_for(spec)
+    c = run_cascade(spec, generator, progress, target)
+    scores = (score_partial(c, spec.zooms, target.classes) if target.partial
+              else score(c, spec.zooms))  # fmt: skip
     report = {
         "model_requested": spec.model,
         "model": generator.model_id,
         "area": spec.area,
-        "split": area.split,
-        "bbox": list(world_for(area, spec.bbox).bbox),
+        "split": target.split,
+        "bbox": list(target.bbox),
         "zooms": [spec.zooms.start, spec.zooms.stop - 1],
-        "root_zoom": area.root_zoom,
+        "root_zoom": target.root_zoom,
         "reference_span": spec.reference_span,
         "context_margin": spec.context_margin,
         "steps": generator.steps,
         "blocks_generated": len(c.block_seconds),
         "seconds_per_block_median": statistics.median(c.block_seconds) if c.block_seconds else None,
-        "floors": {
-            "floor_flat_mean": "every pixel the truth's mean colour over the valid area",
-            "floor_reference": "the cascade reference the model received (its own coarser "
-            "outputs cut and upsampled), scored as if it were the answer; none at the root",
-        },
-        **score(c, spec.zooms),
+        "floors": FLOORS_PARTIAL if target.partial else FLOORS,
+        **scores,
     }
     report["mosaics"] = write_mosaics(c, spec.zooms, spec.out)
     report = _json_safe(report)  # type: ignore[assignment]

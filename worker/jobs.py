@@ -7,6 +7,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from PIL import Image
 from rq import get_current_job
 
 from app import seeding
@@ -80,6 +81,9 @@ def render(ctx: WorkerContext, block: Block) -> dict:
         meta["prompt"] = drawn.request.scale.prompt()
     meta["duration_s"] = round(time.perf_counter() - start, 4)
     meta["generated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    ctx.store.put_block(block, [blocks.png_bytes(t) for t in drawn.tiles], meta)
+    tiles = [blocks.png_bytes(t) for t in drawn.tiles]
+    seen = blocks.cut_block(Image.fromarray(drawn.imagery.rgb), drawn.imagery.mask)
+    imagery = None if drawn.request is None else [blocks.png_bytes(t) for t in seen]
+    ctx.store.put_block(block, tiles, meta, imagery)
     log.info("block %s generated in %.2fs", block.key, meta["duration_s"])
     return meta

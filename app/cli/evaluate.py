@@ -19,8 +19,13 @@ DEMO = demo_layer()  # eval scores the cascade as the demo layer serves it
     show_default=True,
     help="tiny, demo, sd21 or a checkpoint folder.",
 )
-@click.option("--area", default="helsinki-heldout", show_default=True, help="World area.")
-@click.option("--zooms", default="14-18", show_default=True, help="Zoom range A-B to score.")
+@click.option(
+    "--area",
+    default="helsinki-heldout",
+    show_default=True,
+    help="World area, or a real site (zanzibar, banepa-south: held out).",
+)
+@click.option("--zooms", help="Zoom range A-B to score (default: the area's root zoom to max).")
 @click.option("--bbox", help="W,S,E,N: evaluate only this part of the area.")
 @click.option(
     "--steps", type=click.IntRange(min=1), help="Sampling steps (default: the model's own)."
@@ -40,21 +45,24 @@ DEMO = demo_layer()  # eval scores the cascade as the demo layer serves it
     help="Context px drawn around each block, a multiple of 32 (default: the demo layer's).",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-def evaluate(model: str, area: str, zooms: str, bbox: str | None, steps: int | None,
+def evaluate(model: str, area: str, zooms: str | None, bbox: str | None, steps: int | None,
              reference_span: str, margin: int, out: Path) -> None:  # fmt: skip
     """Write OUT/report.json and OUT/mosaic_z*.png (imagery | generated | truth)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from worker.evaluate import EvalSpec, load_model
+    from worker.evaluate import EvalSpec, is_real_site, load_model
     from worker.evaluate import evaluate as run
     from worker.world import get_area
+    from worker.world.areas import get_site
 
     if margin % 32:
         raise click.BadParameter(f"{margin} is not a multiple of 32", param_hint="--margin")
     try:
-        split = get_area(area).split
+        where = get_site(area) if is_real_site(area) else get_area(area)
     except KeyError as e:
         raise click.BadParameter(str(e.args[0]), param_hint="--area") from None
+    split = where.split
+    zooms = zooms or f"{where.root_zoom}-{where.max_zoom}"
     if split == "train":
         click.echo(f"warning: {area} is training data; scores will flatter the model", err=True)
     spec = EvalSpec(out=out, model=model, area=area, zooms=parse_zooms(zooms),
@@ -71,7 +79,11 @@ def evaluate(model: str, area: str, zooms: str, bbox: str | None, steps: int | N
             spec, generator, lambda done, total: bar.update(task, completed=done, total=total)
         )
     o = report["overall"]["model"]
+    if "psnr_y" in o:
+        scores = f"Y-PSNR {o['psnr_y']:.2f} dB, Y-SSIM {o['ssim_y']:.3f}, "
+    else:
+        scores = "".join(f"{k} IoU {v:.3f}, " for k, v in o["iou"].items() if k != "mean")
     click.echo(
-        f"{report['model']} on {area} z{zooms}: Y-PSNR {o['psnr_y']:.2f} dB, "
-        f"Y-SSIM {o['ssim_y']:.3f}, mean IoU {o['iou']['mean']:.3f} -> {out}/report.json"
+        f"{report['model']} on {area} z{zooms}: {scores}mean IoU {o['iou']['mean']:.3f} "
+        f"-> {out}/report.json"
     )

@@ -15,10 +15,15 @@ DEFAULT_LR = {"demo": 3e-4, "tiny": 3e-4, "sd21": 5e-5}
 @click.option("--config", type=click.Choice(["demo", "tiny", "sd21"]), default="demo")
 @click.option(
     "--data",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
     required=True,
     multiple=True,
-    help="Data set folder (rs_256/, map_256/, ref_scale_*_256/, train.csv); repeatable.",
+    help="Data set folder (rs_256/, map_256/, ref_scale_*_256/, train.csv); repeatable; "
+    "DIR*W samples its tiles W times as often.",
+)
+@click.option(
+    "--init",
+    default=None,
+    help="Warm start from a generator folder (or 'demo', the shipped weights), new optimizer.",
 )
 @click.option("--split", default="train", show_default=True, help="Tile list: SPLIT.csv.")
 @click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True)
@@ -53,7 +58,8 @@ DEFAULT_LR = {"demo": 3e-4, "tiny": 3e-4, "sd21": 5e-5}
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
 def train(
     config: str,
-    data: tuple[Path, ...],
+    data: tuple[str, ...],
+    init: str | None,
     split: str,
     steps: int,
     vae_steps: int,
@@ -73,6 +79,16 @@ def train(
         raise click.BadParameter(
             f"{cooldown} is more than the {steps} diffusion steps", param_hint="--cooldown"
         )
+    for entry in data:
+        folder = Path(entry.rpartition("*")[0] if "*" in entry else entry)
+        if not folder.is_dir():
+            raise click.BadParameter(
+                f"{folder} does not exist or is not a folder", param_hint="--data"
+            )
+    if init is not None and resume:
+        raise click.BadParameter("--init starts a run; --resume continues one", param_hint="--init")
+    if init is not None and init != "demo" and not (Path(init) / "generator.json").is_file():
+        raise click.BadParameter(f"{init} is not a generator folder", param_hint="--init")
     if crop % 32:
         raise click.BadParameter(f"{crop} is not a multiple of 32", param_hint="--crop")
     out = out or Path("runs") / config
@@ -95,7 +111,8 @@ def train(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     options = TrainOptions(
         config=config,
-        data=tuple(str(d) for d in data),
+        data=data,
+        init=init,
         out=str(out),
         split=split or None,
         steps=steps,

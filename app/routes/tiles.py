@@ -24,7 +24,7 @@ from app.errors import (
     UnsupportedFormat,
 )
 from app.settings import Layer
-from app.store import StoredTile
+from app.store import StoredTile, imagery_of
 from app.tiles import TILE_SIZE, Block, Tile, ancestor_of, check_tile, intersects
 
 router = APIRouter(tags=["tiles"])
@@ -76,6 +76,23 @@ async def layer_tile(
     ctx: Context = Depends(get_context),
 ) -> Response:
     return await serve_tile(request, ctx, ctx.layer(layer), z, x, y, fmt, wait)
+
+
+@router.api_route(
+    "/imagery/{layer}/{z}/{x}/{y}.{fmt}", methods=["GET", "HEAD"], summary="Imagery under a tile"
+)
+async def layer_imagery(
+    request: Request, layer: str, z: int, x: int, y: int, fmt: str,
+    ctx: Context = Depends(get_context),
+) -> Response:  # fmt: skip
+    """The imagery a generated tile was drawn from, as the model saw it (overviews and
+    overzoom included), for laying the map over it. 404 until the tile's block is generated:
+    imagery is read by the workers only."""
+    tile = tile_in_layer(ctx.layer(layer), z, x, y, fmt)
+    stored = ctx.store.get(imagery_of(layer), tile)
+    if stored is None:
+        raise NotFound(f"no imagery stored for tile {z}/{x}/{y} of layer {layer!r} yet")
+    return final_response(request, ctx, stored, "HIT")
 
 
 @router.get("/tiles/{z}/{x}/{y}/meta", summary="How the default layer's tile was generated")

@@ -68,8 +68,16 @@
       states.set(key, null);
     }
   });
+  // The imagery under the map; the bar's slider fades the map to compare.
+  const imagery = L.tileLayer(mc.imageryTemplate(info.layer), {
+    minZoom: tj.minzoom,
+    maxZoom: tj.maxzoom,
+    bounds: bounds,
+  });
+  imagery.addTo(map);
   layer.addTo(map);
   L.control.scale({ metric: true, imperial: false }).addTo(map);
+  mc.setupControls(info.layer, function (opacity) { layer.setOpacity(opacity); });
 
   const c = tj.center; // [lon, lat, zoom]
   if (c) map.setView([c[1], c[0]], c[2]);
@@ -80,6 +88,7 @@
     layer: info.layer,
     states: states,
     status: status,
+    onBlock: mc.debounced(function () { imagery.redraw(); }, 1000),
     reloadTile: function (key) {
       const img = tileImgs.get(key);
       if (!img) return;
@@ -88,5 +97,7 @@
     },
   });
 
-  window.mapcascadeViewer = { map: map, layer: layer, states: states, stats: stats };
+  window.mapcascadeViewer = {
+    map: map, layer: layer, imagery: imagery, states: states, stats: stats,
+  };
 })();

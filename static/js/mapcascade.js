@@ -23,13 +23,48 @@
     // Resolve the template against the TileJSON URL (it may be relative), keeping the
     // {z}/{x}/{y} placeholders that URL() percent-encodes.
     const template = new URL(tj.tiles[0], url).href.replace(/%7B/gi, "{").replace(/%7D/gi, "}");
-    return { tj: tj, template: template, layer: layer || tj.id || layerFromTemplate(template) };
+    return { tj: tj, template: template, layer: layer || tj.name };
   }
 
-  // "/tiles/<layer>/{z}/{x}/{y}.png" names its layer; the default-layer URL does not.
-  function layerFromTemplate(template) {
-    const m = /\/tiles\/([^/{}]+)\/\{z\}/.exec(template);
-    return m ? decodeURIComponent(m[1]) : null;
+  // The imagery a layer's tiles were drawn from, stored beside them (404 until generated).
+  function imageryTemplate(layer) {
+    const url = new URL("imagery/" + encodeURIComponent(layer) + "/{z}/{x}/{y}.png",
+      global.location.href);
+    return url.href.replace(/%7B/gi, "{").replace(/%7D/gi, "}");
+  }
+
+  // The bar's controls: a layer switcher (opens the same viewer on ?layer=NAME) and the
+  // map's opacity over its imagery, the first thing a mapper checks. onOpacity(0..1).
+  async function setupControls(current, onOpacity) {
+    const select = document.getElementById("layer");
+    const res = await fetch("layers");
+    if (res.ok) {
+      (await res.json()).layers.forEach(function (tj) {
+        const option = document.createElement("option");
+        option.value = tj.name;
+        option.textContent = tj.description || tj.name;
+        option.selected = tj.name === current;
+        select.appendChild(option);
+      });
+    }
+    select.addEventListener("change", function () {
+      const query = new URLSearchParams(global.location.search);
+      query.set("layer", select.value);
+      global.location.search = query.toString();
+    });
+    const slider = document.getElementById("opacity");
+    const apply = function () { onOpacity(Number(slider.value) / 100); };
+    slider.addEventListener("input", apply);
+    apply();
+  }
+
+  // Calls fn at most once per `ms`, after the last call (block events come in bursts).
+  function debounced(fn, ms) {
+    let timer = null;
+    return function () {
+      if (timer) global.clearTimeout(timer);
+      timer = global.setTimeout(function () { timer = null; fn(); }, ms);
+    };
   }
 
   function tileUrl(template, z, x, y) {
@@ -178,6 +213,7 @@
         // only tiles not yet final are reloaded, so a stray event costs little.
         if (opts.layer && layer !== opts.layer) return;
         stats.events += 1;
+        if (opts.onBlock) opts.onBlock();
         reload(tiles.map(function (t) { return t[0] + "/" + t[1] + "/" + t[2]; }), "eventReloads");
       },
       function () { reload(states.pending(), "retryReloads"); },
@@ -195,6 +231,9 @@
     TileStates: TileStates,
     statusLine: statusLine,
     startLiveRefresh: startLiveRefresh,
+    imageryTemplate: imageryTemplate,
+    setupControls: setupControls,
+    debounced: debounced,
   };
 })(window);
 

@@ -69,11 +69,19 @@
     wrapX: false,
     tileLoadFunction: tileLoadFunction,
   });
+  // The imagery under the map; the bar's slider fades the map to compare.
+  const imagerySource = new ol.source.XYZ({
+    url: mc.imageryTemplate(info.layer),
+    minZoom: tj.minzoom,
+    maxZoom: tj.maxzoom,
+    wrapX: false,
+  });
+  const mapLayer = new ol.layer.Tile({ source: source, extent: extent });
   const c = tj.center || [0, 0, tj.minzoom || 0]; // [lon, lat, zoom]
   const map = new ol.Map({
     target: "map",
     // extent: no requests for tiles outside the layer (they would 404).
-    layers: [new ol.layer.Tile({ source: source, extent: extent })],
+    layers: [new ol.layer.Tile({ source: imagerySource, extent: extent }), mapLayer],
     view: new ol.View({
       center: ol.proj.fromLonLat([c[0], c[1]]),
       zoom: c[2],
@@ -86,13 +94,18 @@
       .extend([new ol.control.ScaleLine({ units: "metric" })]),
   });
   if (!tj.center && extent) map.getView().fit(extent);
+  mc.setupControls(info.layer, function (opacity) { mapLayer.setOpacity(opacity); });
 
   const stats = mc.startLiveRefresh({
     layer: info.layer,
     states: states,
     status: status,
+    onBlock: mc.debounced(function () { imagerySource.refresh(); }, 1000),
     reloadTile: reloadTile,
   });
 
-  window.mapcascadeViewer = { map: map, source: source, states: states, stats: stats };
+  window.mapcascadeViewer = {
+    map: map, source: source, mapLayer: mapLayer, imagery: imagerySource, states: states,
+    stats: stats,
+  };
 })();

@@ -168,3 +168,35 @@ def interior(mask: np.ndarray) -> np.ndarray:
         for dx in range(3):
             out &= padded[dy : dy + mask.shape[0], dx : dx + mask.shape[1]]
     return out
+
+
+def write_solid(root: Path, z: int, x: int, y: int, rgba: tuple[int, int, int, int]) -> None:
+    from PIL import Image
+
+    (root / str(z) / str(x)).mkdir(parents=True, exist_ok=True)
+    Image.new("RGBA", (256, 256), rgba).save(root / str(z) / str(x) / f"{y}.png")
+
+
+def test_shallower_zooms_are_averaged_from_a_one_zoom_folder(tmp_path: Path) -> None:
+    # A drone folder with z20 tiles only: three of the four children of z19 tile (1000, 2000),
+    # one of them transparent (no data); a z19 read must average what is there, as an overview.
+    write_solid(tmp_path, 20, 2000, 4000, (200, 0, 0, 255))
+    write_solid(tmp_path, 20, 2001, 4000, (0, 100, 0, 255))
+    write_solid(tmp_path, 20, 2000, 4001, (0, 0, 0, 0))
+    source = folder(tmp_path)
+    one = source.read(19, 1000, 2000, 1, 1)
+    assert one.overzoom == 0
+    assert (one.rgb[:128, :128] == (200, 0, 0)).all() and (one.rgb[:128, 128:] == (0, 100, 0)).all()
+    assert one.mask[:128].all() and not one.mask[128:].any()  # no data stays no data
+    # Two levels up the same pixels land in a quarter of the tile, still exact colours.
+    two = source.read(18, 500, 1000, 1, 1)
+    assert (two.rgb[:64, :64] == (200, 0, 0)).all() and two.mask[:64, :128].all()
+    assert not two.mask[64:].any() and not two.mask[:, 128:].any()
+    # Beyond OVERVIEW_LEVELS above the deepest level the folder has no data (too many files).
+    from worker.imagery.folder import OVERVIEW_LEVELS
+
+    far = 20 - OVERVIEW_LEVELS - 1
+    assert source.read(far, 2000 >> (20 - far), 4000 >> (20 - far), 1, 1).empty
+    # A file at a shallow level wins over the average of its children.
+    write_solid(tmp_path, 19, 1000, 2000, (9, 9, 9, 255))
+    assert (folder(tmp_path).read(19, 1000, 2000, 1, 1).rgb == 9).all()

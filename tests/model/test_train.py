@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,8 +13,9 @@ import torch
 from PIL import Image
 
 from model import Generator
+from model.codec import encode_latents
 from model.train import Trainer, TrainOptions
-from model.train_data import FOLDERS, Augment, TileDataset, degrade_reference
+from model.train_data import FOLDERS, KNOWN, Augment, TileDataset, degrade_reference
 
 TILE = 64
 PALETTE = np.array([[242, 239, 233], [252, 210, 160], [214, 194, 178], [170, 211, 223]])
@@ -164,3 +166,41 @@ def test_cooldown_anneals_the_learning_rate_to_zero(data: Path, tmp_path: Path) 
         resumed.train_step()
         rates.append(resumed.optimizer.param_groups[0]["lr"])
     assert rates == pytest.approx([1e-3, 1e-3, 1e-3, 0.5e-3])  # 2 left: full; 1 left: half
+
+
+def test_partial_labels_learn_only_where_known(data: Path, tmp_path: Path) -> None:
+    trainer = Trainer(options(data, tmp_path, config="demo", prediction_type="v_prediction"))
+    batch = trainer.data.batch(2, TILE, trainer.rng, Augment(imagery_jitter=0.0))
+    knowledge = torch.full((2, 1, TILE, TILE), KNOWN, dtype=torch.uint8)
+    knowledge[..., TILE // 2 :] = 0  # the right half is unknown
+    batch = replace(batch, knowledge=knowledge, excluded_colours=[torch.empty(0, 3)] * 2)
+    # The UNet's answer as a leaf tensor, to see which of its cells the loss pulls on.
+    unet = trainer.components.unet
+    latent = TILE // 4  # the demo's patch codec folds 4x4 pixels into one latent cell
+    pred = torch.randn(2, unet.config.out_channels, latent, latent, requires_grad=True)
+    unet.forward = lambda *args, **kwargs: SimpleNamespace(sample=pred)  # type: ignore[method-assign]
+    trainer.diffusion_loss(batch).backward()
+    assert pred.grad is not None
+    assert (pred.grad[..., latent // 2 :] == 0).all()  # unknown pixels teach nothing
+    assert (pred.grad[..., : latent // 2] != 0).float().mean() > 0.99
+    # Nothing known at all: nothing to learn.
+    unknown = replace(batch, knowledge=torch.zeros_like(knowledge))
+    assert float(trainer.diffusion_loss(unknown)) == 0.0
+
+
+def test_not_labelled_pixels_are_pushed_away_from_the_labelled_colours(
+    data: Path, tmp_path: Path
+) -> None:
+    trainer = Trainer(options(data, tmp_path, config="demo"))
+    vae = trainer.components.vae
+    building = torch.tensor([214, 194, 178]) / 127.5 - 1.0
+    where = torch.zeros(1, 1, TILE, TILE, dtype=torch.bool)
+    where[..., :8, :8] = True
+
+    def penalty(colour: torch.Tensor) -> float:
+        image = colour.view(1, 3, 1, 1).expand(1, 3, TILE, TILE)
+        return float(trainer.exclusion_loss(encode_latents(vae, image), where, [building[None]]))
+
+    assert penalty(building) == pytest.approx(trainer.options.exclusion_margin**2, rel=1e-2)
+    assert penalty(torch.tensor([1.0, 1.0, 1.0])) == 0.0  # white road: allowed there
+    assert penalty(building + 0.05) > 0.0  # near the building colour still costs

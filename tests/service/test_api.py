@@ -238,3 +238,35 @@ def test_cli_help_lists_commands():
 def test_cli_rejects_bad_port():
     result = CliRunner().invoke(cli, ["serve", "--port", "70000"])
     assert result.exit_code == 2 and "70000" in result.output
+
+
+def test_imagery_under_a_generated_tile_is_served_beside_it(client, store):
+    imagery = png("green")
+    url = f"/imagery/kampala/{TILE.z}/{TILE.x}/{TILE.y}.png"
+    before = client.get(url)
+    assert before.status_code == 404 and before.json()["status"] == 404
+    assert before.headers["cache-control"] == "no-store"
+    store.put_block(Block.of("kampala", TILE), [png("red")] * 4, {"model": "test"}, [imagery] * 4)
+    r = client.get(url)
+    assert r.status_code == 200 and r.content == imagery
+    assert r.headers["content-type"] == "image/png" and r.headers["x-tile-status"] == "final"
+    assert client.get(URL).content == png("red")  # the map tile is not the imagery
+    assert client.head(url).status_code == 200
+    assert client.get(url, headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        (f"/imagery/kampala/{TILE.z}/{TILE.x}/{TILE.y}.jpg", 415),
+        (f"/imagery/kampala/{TILE.z}/{1 << TILE.z}/{TILE.y}.png", 404),  # x off the grid
+        ("/imagery/kampala/3/1/1.png", 404),  # zoom outside the layer
+        (f"/imagery/nope/{TILE.z}/{TILE.x}/{TILE.y}.png", 404),  # unknown layer
+        (f"/imagery/kampala/{TILE.z}/abc/{TILE.y}.png", 422),
+        ("/imagery/kampala/19/" + "9" * 400 + "/1.png", 404),  # oversize number
+    ],
+)
+def test_bad_imagery_requests_get_json_errors(client, path, status):
+    r = client.get(path)
+    assert r.status_code == status
+    assert r.json()["status"] == status

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.store import FileTileStore, Removed
+from app.store import FileTileStore, Removed, imagery_of
 from app.tiles import Block, Tile, TileRect
 
 LAYER = "l"
@@ -137,3 +137,13 @@ def test_delete_blocks_leaves_files_that_are_not_tiles_alone(store):
     removed = store.delete_blocks(LAYER, [TileRect(18, BLOCK.x, BLOCK.y, BLOCK.x, BLOCK.y)])
     assert removed == (4, 1)
     assert (column / "notes.txt").read_text() == "keep" and (column / "x.png").exists()
+
+
+def test_imagery_is_written_with_its_block_and_truncated_with_it(tmp_path: Path) -> None:
+    store = FileTileStore(tmp_path)
+    store.put_block(BLOCK, [tile_bytes(1)] * 4, {"model": "test"}, [tile_bytes(2)] * 4)
+    child = BLOCK.children[0]
+    assert store.get(imagery_of(LAYER), child).data == tile_bytes(2)
+    assert store.get(LAYER, child).data == tile_bytes(1)
+    store.delete_blocks(LAYER, [TileRect(BLOCK.z, BLOCK.x, BLOCK.y, BLOCK.x, BLOCK.y)])
+    assert store.get(imagery_of(LAYER), child) is None and store.get(LAYER, child) is None

@@ -36,12 +36,12 @@ def _png(path: Path) -> np.ndarray:
 
 
 def test_layout_lists_and_manifest(built: Path) -> None:
-    for d in ["rs_256", "map_256", "ref_scale_2_256", "ref_scale_4_256"]:
+    for d in ["rs_256", "map_256", "ref_scale_2_256", "ref_scale_4_256", "mask_256"]:
         assert sorted(p.name for p in (built / d).iterdir()) == [
             "17_74620_37939.png", "18_149240_75878.png", "18_149240_75879.png",
             "18_149241_75878.png", "18_149241_75879.png",
         ]  # fmt: skip
-    for d in ["rs_512", "map_512", "ref_2_512", "ref_4_512"]:
+    for d in ["rs_512", "map_512", "ref_2_512", "ref_4_512", "mask_512"]:
         files = list((built / d).iterdir())
         assert [p.name for p in files] == ["17_74620_37939.png"]  # keyed by the parent tile
         assert Image.open(files[0]).size == (512, 512)
@@ -50,7 +50,8 @@ def test_layout_lists_and_manifest(built: Path) -> None:
     assert list(rows[0]) == ["tilename"] and len(rows) == 5
     assert not (built / "train.csv").exists()
     manifest = json.loads((built / "dataset.json").read_text())
-    assert manifest["version"] == 1 and manifest["split"] == "heldout"
+    assert manifest["version"] == 2 and manifest["split"] == "heldout"
+    assert manifest["labelled_colours"] == []  # the world's truth is complete
     assert manifest["area"] == AREA and manifest["zooms"] == [17, 18]
 
 

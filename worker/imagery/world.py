@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from worker.imagery.base import TILE_SIZE, Mosaic, TileImage, check_block, read_pyramid
 from worker.world import World, world_for
+from worker.world.world import MAX_ZOOM
 
 if TYPE_CHECKING:
     from app.imagery_config import WorldImageryConfig
@@ -34,7 +35,7 @@ class WorldSource:
         if z < 12:  # below the renderer's zooms the world is too small to matter: no data
             return Mosaic.blank(w, h)
         # Beyond the deepest rendered zoom, read the deepest one and say so, like a real source.
-        over = max(0, z - 19)
+        over = max(0, z - MAX_ZOOM)
         if over:
 
             def fetch(zoom: int, coords: list[tuple[int, int]]) -> dict:
@@ -44,7 +45,7 @@ class WorldSource:
                     out[(tx, ty)] = (m.rgb, m.mask) if m.mask.any() else None
                 return out
 
-            return read_pyramid(fetch, 19, z, x, y, width, height)
+            return read_pyramid(fetch, MAX_ZOOM, z, x, y, width, height)
         rgb, mask = self.world.render_imagery(z, x * TILE_SIZE, y * TILE_SIZE, w, h)
         return Mosaic(rgb=rgb, mask=mask)
 

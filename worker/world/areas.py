@@ -62,6 +62,45 @@ AREAS: dict[str, Area] = {
 }
 
 
+# Real imagery with OSM building footprints (../shared/data/real, CC-BY 4.0 imagery, ODbL
+# footprints), split by site: never train on the held-out ones. Labels are complete inside the
+# footprints' own box (the label extent); elsewhere the map is unknown.
+REAL_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
+
+
+@dataclass(frozen=True)
+class RealSite:
+    name: str
+    imagery: Path  # a {z}/{x}/{y} tile folder
+    labels: Path  # GeoJSON building footprints
+    split: str  # "train" | "heldout"
+    root_zoom: int  # the coarsest zoom its imagery serves well (held-out eval starts there)
+    max_zoom: int = 20
+
+
+REAL_SITES: dict[str, RealSite] = {
+    s.name: s
+    for s in [
+        RealSite("banepa", REAL_DATA / "banepa", REAL_DATA / "banepa/buildings-sample.geojson",
+                 "train", root_zoom=17),
+        RealSite("kampala", REAL_DATA / "oam-sites/kampala",
+                 REAL_DATA / "oam-sites/kampala/buildings.geojson", "train", root_zoom=19),
+        RealSite("zanzibar", REAL_DATA / "oam-sites/zanzibar",
+                 REAL_DATA / "oam-sites/zanzibar/buildings.geojson", "heldout", root_zoom=19),
+        RealSite("banepa-south", REAL_DATA / "oam-sites/banepa-south",
+                 REAL_DATA / "oam-sites/banepa-south/buildings.geojson", "heldout", root_zoom=19),
+    ]  # fmt: skip
+}
+
+
+def get_site(name: str) -> RealSite:
+    """A real site by name (`real:NAME` is accepted too)."""
+    key = name.removeprefix("real:")
+    if key not in REAL_SITES:
+        raise KeyError(f"unknown real site {name!r}; known: {', '.join(REAL_SITES)}")
+    return REAL_SITES[key]
+
+
 def seed_area(seed: int) -> Area:
     split = "heldout" if seed in HELDOUT_SEEDS else "train" if seed in TRAIN_SEEDS else "all"
     return Area(f"seed:{seed}", f"seed:{seed}", seed_bbox(seed), split)

@@ -12,7 +12,7 @@ from worker.world.features import Feature, line, lonlat_to_mercator, point, poly
 
 log = logging.getLogger(__name__)
 
-_HIGHWAY = {
+HIGHWAY_KIND = {  # OSM highway=* -> style kind
     **dict.fromkeys(["motorway", "trunk", "primary"], "road:primary"),
     **dict.fromkeys(["motorway_link", "trunk_link", "primary_link"], "road:primary"),
     **dict.fromkeys(["secondary", "secondary_link"], "road:secondary"),
@@ -31,7 +31,7 @@ _WOOD = {"wood", "scrub", "heath", "wetland"}
 _WATER_LANDUSE = {"basin", "pond", "reservoir"}
 
 
-def _underground(tags: osmium.osm.TagList) -> bool:
+def _underground(tags: osmium.osm.TagList | dict[str, str]) -> bool:
     layer = tags.get("layer") or "0"
     return (
         tags.get("tunnel") in ("yes", "culvert", "building_passage")
@@ -41,7 +41,7 @@ def _underground(tags: osmium.osm.TagList) -> bool:
     )
 
 
-def area_kind(tags: osmium.osm.TagList) -> str | None:
+def area_kind(tags: osmium.osm.TagList | dict[str, str]) -> str | None:
     """Style kind of an OSM area, or None when it is not drawn."""
     if _underground(tags):
         return None
@@ -123,8 +123,8 @@ class _Reader(osmium.SimpleHandler):
         if _underground(t):
             return
         kind, width = None, 0.0
-        if "highway" in t and t.get("area") != "yes" and t["highway"] in _HIGHWAY:
-            kind = _HIGHWAY[t["highway"]]
+        if "highway" in t and t.get("area") != "yes" and t["highway"] in HIGHWAY_KIND:
+            kind = HIGHWAY_KIND[t["highway"]]
         elif t.get("railway") in ("rail", "light_rail", "narrow_gauge"):
             kind = "rail"
         elif t.get("waterway") in _WATERWAY_WIDTH_M:

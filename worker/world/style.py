@@ -36,6 +36,20 @@ CLASS_COLOURS: dict[str, list[RGB]] = {
     "vegetation": [PARK, GRASS, WOOD, TREE, FARMLAND],
 }
 
+# The class each feature kind is drawn as (labels of some classes only keep these kinds).
+KIND_CLASS: dict[str, str] = {
+    "landuse:builtup": "background",
+    "parking": "background",
+    "building": "building",
+    "water": "water",
+    "river": "water",
+    "pedestrian": "road",
+    "rail": "road",
+    **{k: "vegetation" for k in ("farmland", "grass", "park", "wood", "tree", "tree_row")},
+    **{k: "road" for k in ("road:footway", "road:service", "road:residential", "road:tertiary",
+                           "road:secondary", "road:primary")},
+}  # fmt: skip
+
 # Polygon fills by feature kind (map style).
 AREA_FILL: dict[str, RGB] = {
     "landuse:builtup": BUILTUP,

@@ -19,7 +19,7 @@ from worker.world.raster import Frame
 log = logging.getLogger(__name__)
 
 TILE = 256
-MIN_ZOOM, MAX_ZOOM = 12, 19
+MIN_ZOOM, MAX_ZOOM = 12, 21  # z20-21: drone imagery; labels render there too
 URBAN_GROUND = (140, 136, 126)  # paving and courtyards between mapped features
 RURAL_GROUND = (124, 118, 96)  # dirt tracks between fields
 
