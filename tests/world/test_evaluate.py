@@ -36,6 +36,30 @@ def test_eval_writes_a_full_report(tmp_path: Path) -> None:
     assert all((out / name).stat().st_size > 0 for name in report["mosaics"])
 
 
+@pytest.mark.slow
+def test_eval_scores_a_held_out_real_site_on_its_labelled_class(tmp_path: Path) -> None:
+    # banepa-south: real drone imagery, OSM footprints; cascaded from z19 as served.
+    out = tmp_path / "eval"
+    args = ["--model", "tiny", "--area", "banepa-south", "--steps", "1", "--out", str(out)]
+    result = CliRunner().invoke(evaluate, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["split"] == "heldout" and report["root_zoom"] == 19
+    assert set(report["per_zoom"]) == {"19", "20"}
+    z20 = report["per_zoom"]["20"]
+    floors = ("floor_all_background", "floor_all_labelled_class", "floor_colour_rule",
+              "floor_reference")  # fmt: skip
+    for who in ("model", *floors):
+        assert set(z20[who]["iou"]) == {"building", "mean"}, who  # labelled classes only
+    assert report["per_zoom"]["19"]["floor_reference"] is None
+    assert z20["floor_all_background"]["iou"]["building"] == 0.0
+    # All-building scores the share of building pixels; the colour rule learned something.
+    assert 0.05 < z20["floor_all_labelled_class"]["iou"]["building"] < 0.5
+    assert z20["floor_colour_rule"]["iou"]["building"] > 0.1
+    assert 0 < z20["labelled_share"] < 1 and isinstance(report["overall"]["seam_block"], float)
+    assert report["mosaics"] == ["mosaic_z19.png", "mosaic_z20.png"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -44,6 +68,7 @@ def test_eval_writes_a_full_report(tmp_path: Path) -> None:
         (["--zooms", "a-b"], "expected A-B"),
         (["--zooms", "12-14"], "root zoom 14"),
         (["--area", "atlantis"], "atlantis"),
+        (["--area", "zanzibar", "--zooms", "17-20"], "root zoom 19"),
         (["--model", "no-such-model"], "neither a configuration"),
         (["--bbox", "1,2,3"], "expected W,S,E,N"),
         (["--margin", "48"], "not a multiple of 32"),
