@@ -98,6 +98,7 @@
   });
 
   window.mapcascadeViewer = {
+    mapOpacity: function () { return layer.options.opacity; },
     map: map, layer: layer, imagery: imagery, states: states, stats: stats,
   };
 })();

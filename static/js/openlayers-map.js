@@ -105,6 +105,7 @@
   });
 
   window.mapcascadeViewer = {
+    mapOpacity: function () { return mapLayer.getOpacity(); },
     map: map, source: source, mapLayer: mapLayer, imagery: imagerySource, states: states,
     stats: stats,
   };
