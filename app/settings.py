@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     layers_file: Path | None = None
     admin_token: str | None = None
+    # Without a token admin calls are refused, except from loopback when this is set: only
+    # `mapcascade serve` (the one-machine run) sets it. A forwarded header never counts.
+    loopback_admin: bool = False
+    # Addresses of the reverse proxies whose X-Forwarded-For/-Proto are believed (client
+    # identity, miss budget); none by default: the socket peer is the client.
+    trusted_proxies: list[str] = []
     cors_origins: list[str] = ["*"]
     cache_max_age: int = 86400  # seconds a final tile may be cached by clients
     wait_default: float = 3.0  # seconds a miss waits for its block before the interim tile

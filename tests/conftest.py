@@ -56,7 +56,8 @@ def make_settings(tmp_path: Path, redis_url: str) -> Callable[..., Settings]:
     """Settings on a fresh store and an empty Redis; `layers` writes a layers file."""
 
     def make(layers: list[dict] | None = None, **overrides) -> Settings:
-        env: dict = {"redis_url": redis_url, "data_dir": tmp_path / "data"}
+        # As `mapcascade serve` runs: loopback may act as admin when no token is set.
+        env: dict = {"redis_url": redis_url, "data_dir": tmp_path / "data", "loopback_admin": True}
         if layers is not None:
             path = tmp_path / "layers.yml"
             path.write_text(yaml.safe_dump({"layers": layers}))

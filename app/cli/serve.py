@@ -38,7 +38,8 @@ def serve(host: str, port: int, data_dir: Path) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     data_dir.mkdir(parents=True, exist_ok=True)
     redis = EmbeddedRedis(data_dir / "redis").start()
-    env = {**os.environ, "MAPCASCADE_REDIS_URL": redis.url, "MAPCASCADE_DATA_DIR": str(data_dir)}
+    env = {**os.environ, "MAPCASCADE_REDIS_URL": redis.url, "MAPCASCADE_DATA_DIR": str(data_dir),
+           "MAPCASCADE_LOOPBACK_ADMIN": "true"}  # fmt: skip
     os.environ.update(env)  # the in-process API reads the same settings
     supervisor = WorkerSupervisor(env)
     # uvicorn re-raises SIGTERM (docker stop, systemd) once it has shut down; by default that
@@ -49,7 +50,8 @@ def serve(host: str, port: int, data_dir: Path) -> None:
         settings = Settings()  # validates the layers before anything starts
         supervisor.start()
         click.echo(f"mapcascade: http://{host}:{port}/  (Ctrl-C to stop)")
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
+                    **proxy_options(settings))  # fmt: skip
     finally:
         supervisor.stop()
         redis.stop()
@@ -126,10 +128,16 @@ def api(host: str, port: int, workers: int) -> None:
         host=host,
         port=port,
         workers=workers,
-        proxy_headers=True,
-        forwarded_allow_ips="*",
         log_level="info",
+        **proxy_options(Settings()),
     )
+
+
+def proxy_options(settings) -> dict:  # type: ignore[no-untyped-def]
+    """uvicorn believes X-Forwarded-For/-Proto from the configured trusted proxies only (its
+    own default would trust 127.0.0.1, so a local process could pose as any client)."""
+    trusted = settings.trusted_proxies
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": ",".join(trusted) or None}
 
 
 @click.command("worker")

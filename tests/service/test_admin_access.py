@@ -1,0 +1,71 @@
+"""Admin access that headers cannot fake: without a token, admin calls are refused everywhere but
+`mapcascade serve`'s loopback, and a forwarded header from an untrusted peer is never believed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from app.cli.serve import proxy_options
+from app.main import create_app
+from tests.browser.live_service import free_port
+from tests.conftest import settings_env
+from tests.service.test_seed import FULL, LOOPBACK, SEED_LAYER
+
+SPOOFED = {"X-Forwarded-For": "127.0.0.1", "X-Real-IP": "127.0.0.1"}
+
+
+def test_without_a_token_the_api_refuses_admin_even_from_loopback(make_settings) -> None:
+    settings = make_settings([SEED_LAYER], loopback_admin=False)  # `mapcascade api`
+    with TestClient(create_app(settings), client=LOOPBACK) as local:
+        r = local.request("DELETE", "/tiles", json=FULL)
+        assert r.status_code == 403 and "refused" in r.json()["error"]
+        assert local.post("/seed", json=FULL).status_code == 403
+
+
+def test_uvicorn_believes_forwarded_headers_from_trusted_proxies_only(make_settings) -> None:
+    assert proxy_options(make_settings()) == {"proxy_headers": False, "forwarded_allow_ips": None}
+    trusted = make_settings(trusted_proxies=["10.0.0.2", "10.0.0.3"])
+    assert proxy_options(trusted) == {"proxy_headers": True,
+                                      "forwarded_allow_ips": "10.0.0.2,10.0.0.3"}  # fmt: skip
+
+
+@pytest.fixture
+def live_api(make_settings) -> Iterator[str]:
+    """`mapcascade api` as deployed (no token, no trusted proxy) on a free loopback port."""
+    settings = make_settings([SEED_LAYER])
+    env = settings_env(settings)  # loopback_admin is not passed on: the api never has it
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "api", "--port", str(port)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "api did not start"
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_forwarded_loopback_address_does_not_make_a_client_admin(live_api: str) -> None:
+    for headers in ({}, SPOOFED):
+        r = httpx.request("DELETE", live_api + "/tiles", json=FULL, headers=headers)
+        assert r.status_code == 403, (headers, r.text)
+        assert httpx.post(live_api + "/seed", json=FULL, headers=headers).status_code == 403
