@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:  # the CLI imports the worker side lazily, when a command runs
+    from app.imagery_config import ImageryConfig
+    from worker.dataset import DatasetSpec
+
+Bbox = tuple[float, float, float, float]
 
 
 def parse_zooms(text: str) -> range:
@@ -47,7 +55,7 @@ def parse_imagery(text: str) -> dict:
     return {"type": kind, field: value}
 
 
-def _imagery_config(inline: str | None, layer_ref: str | None):  # type: ignore[no-untyped-def]
+def _imagery_config(inline: str | None, layer_ref: str | None) -> ImageryConfig:
     """The imagery configuration of --imagery TYPE:PATH or --imagery-layer FILE:NAME."""
     from pydantic import ValidationError
 
@@ -181,7 +189,9 @@ def build(
     click.echo(f"wrote {out} ({counts})")
 
 
-def _world_spec(area: str, box, out: Path, zooms: str, min_coverage: float):  # type: ignore[no-untyped-def]
+def _world_spec(
+    area: str, box: Bbox | None, out: Path, zooms: str, min_coverage: float
+) -> DatasetSpec:
     from worker import dataset as ds
     from worker.world import get_area, world_for
 
@@ -196,7 +206,9 @@ def _world_spec(area: str, box, out: Path, zooms: str, min_coverage: float):  # 
     )  # fmt: skip
 
 
-def _site_spec(site: str, box, out: Path, zooms: str, min_coverage: float):  # type: ignore[no-untyped-def]
+def _site_spec(
+    site: str, box: Bbox | None, out: Path, zooms: str, min_coverage: float
+) -> DatasetSpec:
     from app.imagery_config import DirImageryConfig
     from worker import dataset as ds
     from worker.imagery import open_source
@@ -216,8 +228,20 @@ def _site_spec(site: str, box, out: Path, zooms: str, min_coverage: float):  # t
     )  # fmt: skip
 
 
-def _imagery_spec(imagery_inline, imagery_layer, imagery_url, osm, map_url, classes,  # type: ignore[no-untyped-def]
-                  label_extent, split, box, out, zooms, min_coverage):  # fmt: skip
+def _imagery_spec(
+    imagery_inline: str | None,
+    imagery_layer: str | None,
+    imagery_url: str | None,
+    osm: Path | None,
+    map_url: str | None,
+    classes: str,
+    label_extent: str | None,
+    split: str,
+    box: Bbox | None,
+    out: Path,
+    zooms: str,
+    min_coverage: float,
+) -> DatasetSpec:
     from worker import dataset as ds
     from worker.imagery import open_source
     from worker.world.labels import LabelError, LabelMap, parse_classes
@@ -237,6 +261,7 @@ def _imagery_spec(imagery_inline, imagery_layer, imagery_url, osm, map_url, clas
             raise click.UsageError("--map-url needs --bbox")
         maps: ds.TileProvider = ds.UrlTiles(map_url)
     else:
+        assert osm is not None  # exactly one of --osm and --map-url, checked above
         try:
             extent = parse_bbox(label_extent) if label_extent else None
             labels = LabelMap.from_file(osm, parse_classes(classes), extent)
@@ -252,18 +277,18 @@ def _imagery_spec(imagery_inline, imagery_layer, imagery_url, osm, map_url, clas
                           maps=maps, split=split, min_coverage=min_coverage)  # fmt: skip
 
 
-def _cut(extent, box):  # type: ignore[no-untyped-def]
+def _cut(extent: Bbox, box: Bbox | None) -> Bbox:
     if box is None:
         return extent
     return (max(extent[0], box[0]), max(extent[1], box[1]), min(extent[2], box[2]),
             min(extent[3], box[3]))  # fmt: skip
 
 
-def _fmt(box) -> str:  # type: ignore[no-untyped-def]
+def _fmt(box: Bbox) -> str:
     return ",".join(f"{v:.5f}" for v in box)
 
 
-def _check_imagery(spec) -> None:  # type: ignore[no-untyped-def]
+def _check_imagery(spec: DatasetSpec) -> None:
     """Every zoom must have imagery somewhere in the bbox (up to 64 tiles spread over it are
     tried), so a wrong path or a zoom the source cannot serve fails before anything is written."""
     import mercantile
@@ -285,7 +310,7 @@ def _check_imagery(spec) -> None:  # type: ignore[no-untyped-def]
 
 
 @contextmanager
-def progress_bar(name: str):  # type: ignore[no-untyped-def]
+def progress_bar(name: str) -> Iterator[Callable[[int, int], None]]:
     """A rich progress bar with an ETA; yields `advance(done, total)`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import click
 import uvicorn
 
+from app.settings import Settings
+
 log = logging.getLogger("mapcascade.serve")
 
 WORKER_RESTART_DELAYS = (1, 2, 5, 10, 30)  # seconds, growing while the worker keeps dying
@@ -133,7 +135,7 @@ def api(host: str, port: int, workers: int) -> None:
     )
 
 
-def proxy_options(settings) -> dict:  # type: ignore[no-untyped-def]
+def proxy_options(settings: Settings) -> dict:
     """uvicorn believes X-Forwarded-For/-Proto from the configured trusted proxies only (its
     own default would trust 127.0.0.1, so a local process could pose as any client)."""
     trusted = settings.trusted_proxies

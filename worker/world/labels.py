@@ -99,7 +99,7 @@ def _read_geojson(path: Path, wanted: set[str]) -> list[Feature]:
 
 def _parts(geom: dict, path: Path) -> list[tuple[list[np.ndarray], bool]]:
     """(rings, is_area) of each polygon or line of a GeoJSON geometry, checked as lon/lat."""
-    kind, coords = geom.get("type"), geom.get("coordinates")
+    kind, coords = geom.get("type"), geom.get("coordinates") or []
     if kind == "Polygon":
         parts = [(coords, True)]
     elif kind == "MultiPolygon":
