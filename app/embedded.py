@@ -52,10 +52,18 @@ class EmbeddedRedis:
                 str(self.data_dir.resolve()),
                 "--dbfilename",
                 "redis.rdb",
+                # Every write goes to the append-only file (fsync each second), so a crash
+                # loses no queued job and no seed state. Redis joins the words of an option up
+                # to the next --: "--save", "30 1" would be read as no save point at all.
                 "--save",
-                "30 1",
+                "30",
+                "1",
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfilename",
+                "redis.aof",
+                "--appendfsync",
+                "everysec",
             ]
         self.process = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout

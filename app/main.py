@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
@@ -48,6 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=context.metrics)
     mount_pages(app)
+    for router in (app.router, tiles.router, meta.router, events.router, seed.router):
+        for route in router.routes:  # HEAD wherever GET is: monitors and caches probe with it
+            if isinstance(route, APIRoute) and "GET" in route.methods:
+                route.methods.add("HEAD")
     return app
 
 

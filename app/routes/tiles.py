@@ -195,7 +195,7 @@ def not_modified(request: Request, stored: StoredTile) -> bool:
     if since:
         try:
             return int(stored.mtime) <= parsedate_to_datetime(since).timestamp()
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return False  # an unparseable date is ignored, as the RFC asks
     return False
 

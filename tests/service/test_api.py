@@ -270,3 +270,22 @@ def test_bad_imagery_requests_get_json_errors(client, path, status):
     r = client.get(path)
     assert r.status_code == status
     assert r.json()["status"] == status
+
+
+@pytest.mark.parametrize(
+    "since",
+    ["Sat, 01 Jan 99999999999 00:00:00 GMT", "01 Jan 9999999999999999999 00:00:00",
+     "Thu, 01 Jan 1970 00:00:00 +9999", "yesterday", ""],
+)  # fmt: skip
+def test_a_malformed_if_modified_since_is_ignored_not_a_500(client, store, since):
+    put_block_of(store, TILE)
+    r = client.get(URL, headers={"If-Modified-Since": since})
+    assert r.status_code == 200 and r.content == png("red")
+
+
+@pytest.mark.parametrize("path", ["/health", "/tiles.json", "/kampala/tiles.json", "/layers",
+                                  "/metrics", "/ready", "/", "/openlayers", "/seed"])  # fmt: skip
+def test_head_is_answered_on_every_get_route(client, path):
+    get, head = client.get(path), client.head(path)
+    assert head.status_code == get.status_code != 405
+    assert head.headers["content-type"] == get.headers["content-type"] and head.content == b""
