@@ -51,8 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_pages(app)
     for router in (app.router, tiles.router, meta.router, events.router, seed.router):
         for route in router.routes:  # HEAD wherever GET is: monitors and caches probe with it
-            if isinstance(route, APIRoute) and "GET" in route.methods:
-                route.methods.add("HEAD")
+            methods = route.methods if isinstance(route, APIRoute) else None
+            if methods and "GET" in methods:
+                methods.add("HEAD")
     return app
 
 

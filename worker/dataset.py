@@ -24,10 +24,13 @@ import mercantile
 import numpy as np
 from PIL import Image
 
+from app.imagery_config import DirImageryConfig
 from model.reference import prepare_reference
+from worker.imagery import open_source
 from worker.imagery.base import ImagerySource, decode_tile
 from worker.world import World
-from worker.world.labels import KNOWN, UNKNOWN
+from worker.world.areas import RealSite, get_site
+from worker.world.labels import KNOWN, UNKNOWN, LabelMap
 from worker.world.noise import hash_unit
 
 log = logging.getLogger(__name__)
@@ -92,6 +95,13 @@ class UrlTiles:
         r.raise_for_status()
         rgb, mask = decode_tile(r.content)
         return rgb, np.where(mask, KNOWN, UNKNOWN).astype(np.uint8)
+
+
+def open_site(name: str) -> tuple[RealSite, ImagerySource, LabelMap]:
+    """A real site's imagery source and building labels (KeyError for an unknown name)."""
+    site = get_site(name)
+    source = open_source(DirImageryConfig(type="dir", path=site.imagery))
+    return site, source, LabelMap.from_file(site.labels, ("building",))
 
 
 @dataclass

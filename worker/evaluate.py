@@ -20,15 +20,15 @@ import mercantile
 import numpy as np
 from PIL import Image
 
-from app.imagery_config import DirImageryConfig
 from app.tiles import TILE_SIZE, Tile
 from model import Generator, metrics
 from worker import blocks
-from worker.imagery import ImagerySource, open_source
+from worker.dataset import open_site
+from worker.imagery import ImagerySource
 from worker.imagery.world import WorldSource
 from worker.world import CLASS_COLOURS, CLASSES, get_area, world_for
 from worker.world.areas import REAL_SITES, get_site
-from worker.world.labels import KNOWN, UNKNOWN, LabelMap
+from worker.world.labels import KNOWN, UNKNOWN
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,7 @@ def is_real_site(area: str) -> bool:
 
 def target_for(spec: EvalSpec) -> Target:
     if is_real_site(spec.area):
-        site = get_site(spec.area)
-        labels = LabelMap.from_file(site.labels, ("building",))
+        site, source, labels = open_site(spec.area)
         box = labels.extent if spec.bbox is None else _intersect(labels.extent, spec.bbox)
 
         def label_truth(z: int, left: int, top: int) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +83,6 @@ def target_for(spec: EvalSpec) -> Target:
             rgb, known = zip(*[q or blank for q in quads], strict=True)
             return _join(list(rgb)), _join(list(known))
 
-        source = open_source(DirImageryConfig(type="dir", path=site.imagery))
         return Target(f"real:{site.name}", site.split, box, site.root_zoom, source,
                       label_truth, labels.classes)  # fmt: skip
     area = get_area(spec.area)
@@ -267,8 +265,7 @@ def training_colour_counts(z: int, name: str) -> tuple[np.ndarray, np.ndarray]:
     for site in REAL_SITES.values():
         if site.split != "train":
             continue
-        labels = LabelMap.from_file(site.labels, ("building",))
-        source = open_source(DirImageryConfig(type="dir", path=site.imagery))
+        _, source, labels = open_site(site.name)
         tiles = list(mercantile.tiles(*labels.extent, zooms=[z]))
         for t in tiles[:: max(1, len(tiles) // 64)]:
             got = labels.tile(t.z, t.x, t.y)

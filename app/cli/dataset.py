@@ -209,18 +209,12 @@ def _world_spec(
 def _site_spec(
     site: str, box: Bbox | None, out: Path, zooms: str, min_coverage: float
 ) -> DatasetSpec:
-    from app.imagery_config import DirImageryConfig
     from worker import dataset as ds
-    from worker.imagery import open_source
-    from worker.world.areas import get_site
-    from worker.world.labels import LabelMap
 
     try:
-        s = get_site(site)
+        s, source, labels = ds.open_site(site)
     except KeyError as e:
         raise click.BadParameter(str(e.args[0]), param_hint="--site") from None
-    labels = LabelMap.from_file(s.labels, ("building",))
-    source = open_source(DirImageryConfig(type="dir", path=s.imagery))
     return ds.DatasetSpec(
         out=out, bbox=_cut(labels.extent, box), zooms=parse_zooms(zooms),
         imagery=ds.SourceTiles(source), maps=labels, area=f"real:{s.name}", split=s.split,

@@ -1,7 +1,8 @@
-"""The README screenshot: the Leaflet page of a fresh `mapcascade serve` (default demo layer),
-taken once every tile on screen is final.
+"""The README screenshots: the Leaflet page of a fresh `mapcascade serve` (default demo layer,
+or `--layer banepa`), taken once every tile on screen is final.
 
     .venv/bin/python tests/browser/screenshot.py docs/img/leaflet.png
+    .venv/bin/python tests/browser/screenshot.py --layer banepa --opacity 70 docs/img/banepa.png
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def main() -> None:
     ap.add_argument("--colors", type=int, default=256, help="palette size of the PNG")
     ap.add_argument("--max-bytes", type=int, default=300_000, help="README images stay small")
     ap.add_argument("--timeout", type=float, default=300, help="seconds for the tiles to finish")
+    ap.add_argument("--layer", help="layer to show (default: the default layer)")
+    ap.add_argument("--opacity", type=int, default=100, help="map over imagery, 0-100")
     args = ap.parse_args()
 
     with (
@@ -35,7 +38,7 @@ def main() -> None:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": args.width, "height": args.height})
-            page.goto(base + "/")
+            page.goto(base + "/" + (f"?layer={args.layer}" if args.layer else ""))
             deadline = time.monotonic() + args.timeout
             # Final everywhere, twice in a row (a new tile may start loading in between).
             calm = 0
@@ -50,6 +53,8 @@ def main() -> None:
                 )
                 calm = calm + 1 if done else 0
                 page.wait_for_timeout(1000)
+            page.fill("#opacity", str(args.opacity))
+            page.wait_for_timeout(1500)  # the imagery layer refreshes after the last block
             png = page.screenshot()
         finally:
             browser.close()
