@@ -88,7 +88,8 @@ class UrlTiles:
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=20.0))
 
     def tile(self, z: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray] | None:
-        url = self.template.format(z=z, x=x, y=y).replace("{-y}", str((1 << z) - 1 - y))
+        # {-y} first: str.format would read it as a field named "-y" and raise KeyError.
+        url = self.template.replace("{-y}", str((1 << z) - 1 - y)).format(z=z, x=x, y=y)
         r = self.client.get(url)
         if r.status_code in (204, 404):
             return None

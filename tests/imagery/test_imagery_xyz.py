@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from imagery_fixtures import KAMPALA, TileServer, stitch_pngs
+from PIL import Image
 
 from app.imagery_config import XYZImageryConfig, parse_imagery_config
 from worker.imagery import ImageryError, open_source
@@ -183,3 +186,18 @@ def test_tiles_read_again_come_from_the_cache(
     source.read(*BLOCK)
     assert sum(tile_server.requests.values()) == 10  # the 2 evicted tiles, fetched again
     assert tile_server.requests[FIRST] == 2
+
+
+def test_dataset_url_tiles_read_tms_rows(tile_server: TileServer, tmp_path: Path) -> None:
+    # The dataset builder's map/imagery fetcher with a {-y} template (TMS rows, from the south).
+    from worker.dataset import UrlTiles
+
+    z, x, y = 19, 309606, 261636
+    tms = tmp_path / str(z) / str(x)
+    tms.mkdir(parents=True)
+    shutil.copy(KAMPALA / str(z) / str(x) / f"{y}.png", tms / f"{(1 << z) - 1 - y}.png")
+    tile_server.root = tmp_path
+    got = UrlTiles(tile_server.base_url + "/{z}/{x}/{-y}.png").tile(z, x, y)
+    assert got is not None
+    want = np.asarray(Image.open(KAMPALA / str(z) / str(x) / f"{y}.png").convert("RGB"))
+    np.testing.assert_array_equal(got[0][got[1] > 0], want[got[1] > 0])
