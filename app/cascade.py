@@ -10,7 +10,6 @@ import logging
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import cast
 
 from redis import Redis
 from rq import Queue, Retry
@@ -25,7 +24,30 @@ log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "mapcascade:events"
 JOB_FUNCTION = "worker.jobs.generate_block"
-ACTIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+# A charge whose job does not exist yet is being enqueued: it counts for this many seconds.
+CHARGE_GRACE_S = 30
+
+# The miss budget, checked and charged in one step (concurrent misses cannot overshoot it):
+# drop the client's finished jobs, then charge the block's job id unless the client is at its
+# limit. A block already charged to the client counts once however often it is asked for.
+# KEYS[1] the client's sorted set (job id -> time charged); ARGV: limit, job id, now, ttl,
+# the RQ job key prefix, grace seconds. Returns the outstanding count, negative when refused.
+_CHARGE = """
+local active = 0
+local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #entries, 2 do
+  local id, since = entries[i], tonumber(entries[i + 1])
+  local status = redis.call('HGET', ARGV[5] .. id, 'status')
+  local live = status == 'queued' or status == 'started' or status == 'scheduled'
+    or status == 'deferred' or (not status and tonumber(ARGV[3]) - since < tonumber(ARGV[6]))
+  if live then active = active + 1 else redis.call('ZREM', KEYS[1], id) end
+end
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return active end
+if active >= tonumber(ARGV[1]) then return -active - 1 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return active + 1
+"""
 
 
 class State(Enum):
@@ -64,6 +86,7 @@ class Cascade:
         self.store = store
         self.settings = settings
         self.queue = Queue(settings.queue_name, connection=redis)
+        self._charge_script = redis.register_script(_CHARGE)
 
     def ensure(self, layer: Layer, block: Block, client: str | None = None) -> BlockState:
         """Make sure the block is stored or on its way; enqueue it and missing ancestors.
@@ -94,12 +117,8 @@ class Cascade:
         if job is not None:  # finished but truncated since, stopped, or deferred on a stale job
             job.delete()
         if client is not None:
-            self._charge(client)
-        job = self._enqueue(block, upstream)
-        if client is not None:
-            self.redis.zadd(_client_key(client), {job.id: time.time()})
-            self.redis.expire(_client_key(client), self.settings.job_timeout * 4)
-        return job, True
+            self._charge(client, block)
+        return self._enqueue(block, upstream), True
 
     def _enqueue(self, block: Block, upstream: Job | None) -> Job:
         s = self.settings
@@ -120,26 +139,14 @@ class Cascade:
             description=f"generate block {block.key}",
         )
 
-    def _charge(self, client: str) -> None:
-        key = _client_key(client)
-        ids = [m.decode() for m in cast(list[bytes], self.redis.zrange(key, 0, -1))]
-        done = [
-            i for i, status in zip(ids, self._statuses(ids), strict=True) if status not in ACTIVE
-        ]
-        if done:
-            self.redis.zrem(key, *done)
-        outstanding = len(ids) - len(done)
-        if outstanding >= self.settings.max_outstanding_per_client:
-            raise RateLimited(outstanding, self.settings.max_outstanding_per_client)
-
-    def _statuses(self, ids: list[str]) -> list[JobStatus | None]:
-        statuses: list[JobStatus | None] = []
-        for jid in ids:
-            try:
-                statuses.append(Job.fetch(jid, connection=self.redis).get_status())
-            except NoSuchJobError:
-                statuses.append(None)
-        return statuses
+    def _charge(self, client: str, block: Block) -> None:
+        s = self.settings
+        args: list[str | float] = [s.max_outstanding_per_client, job_id(block), time.time(),
+                                   s.job_timeout * 4, Job.redis_job_namespace_prefix,
+                                   CHARGE_GRACE_S]  # fmt: skip
+        outstanding = int(self._charge_script(keys=[_client_key(client)], args=args))
+        if outstanding < 0:
+            raise RateLimited(-outstanding - 1, s.max_outstanding_per_client)
 
     def fetch(self, block: Block) -> Job | None:
         try:

@@ -289,3 +289,17 @@ def test_head_is_answered_on_every_get_route(client, path):
     get, head = client.get(path), client.head(path)
     assert head.status_code == get.status_code != 405
     assert head.headers["content-type"] == get.headers["content-type"] and head.content == b""
+
+
+def test_a_burst_of_misses_never_overshoots_the_budget(make_settings):
+    # 20 distinct blocks asked at once by one client with a budget of 16: check and charge are
+    # one Redis script, so exactly 16 are queued (the old check-then-charge queued up to 20).
+    from concurrent.futures import ThreadPoolExecutor
+
+    wide = {**KAMPALA_LAYER, "bounds": [32.5, 0.3, 32.7, 0.4]}
+    settings = make_settings([wide], wait_default=0.0, max_outstanding_per_client=16)
+    roots = [(TILE.x + 2 * i, TILE.y) for i in range(20)]  # 20 root-zoom blocks, no ancestors
+    with TestClient(create_app(settings)) as c, ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(lambda xy: c.get(f"/tiles/19/{xy[0]}/{xy[1]}.png").status_code,
+                              roots))  # fmt: skip
+    assert sorted(codes).count(200) == 16 and codes.count(429) == 4
