@@ -38,7 +38,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.context = context
-    for router in (tiles.router, meta.router, events.router, seed.router):
+    routers = (tiles.router, meta.router, events.router, seed.router)
+    for router in routers:
         app.include_router(router)
     add_exception_handlers(app)
     app.add_middleware(
@@ -49,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=context.metrics)
     mount_pages(app)
-    for router in (app.router, tiles.router, meta.router, events.router, seed.router):
+    for router in (app.router, *routers):
         for route in router.routes:  # HEAD wherever GET is: monitors and caches probe with it
             methods = route.methods if isinstance(route, APIRoute) else None
             if methods and "GET" in methods:

@@ -147,6 +147,8 @@ class TileDataset:
             where = ", ".join(str(r) for r in self.roots)
             raise ValueError(f"no usable tiles in {where} (split {split!r})")
         self.sampling = torch.tensor(self.weights, dtype=torch.float64)
+        self.uniform = len(set(self.weights)) == 1
+        self.partial = any(m is not None for m in self.images["mask"])
         logger.info("loaded %d tiles from %d data sets", len(self.names), len(self.roots))
 
     def _add(self, root: Path, name: str, weight: float, colours: torch.Tensor) -> None:
@@ -166,7 +168,7 @@ class TileDataset:
         self.images["mask"].append(_load_mask(mask) if mask.is_file() else None)
 
     def _draw(self, rng: torch.Generator) -> int:
-        if len(set(self.weights)) == 1:  # uniform: the same draws as before weights existed
+        if self.uniform:  # the same draws as before weights existed
             return int(torch.randint(len(self), (1,), generator=rng))
         return int(torch.multinomial(self.sampling, 1, generator=rng))
 
@@ -186,7 +188,6 @@ class TileDataset:
         imagery, target, reference, has_ref, scales = [], [], [], [], []
         known: list[torch.Tensor] = []
         excluded: list[torch.Tensor] = []
-        partial = any(m is not None for m in self.images["mask"])
         for _ in range(batch_size):
             i = self._draw(rng)
             span = self._pick_span(i, rng, augment)
@@ -219,8 +220,8 @@ class TileDataset:
             torch.stack(reference),
             torch.tensor(has_ref),
             scales,
-            torch.stack(known) if partial else None,
-            excluded if partial else None,
+            torch.stack(known) if self.partial else None,
+            excluded if self.partial else None,
         )
 
     def _pick_span(self, i: int, rng: torch.Generator, augment: Augment) -> int:

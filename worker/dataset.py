@@ -30,7 +30,7 @@ from worker.imagery import open_source
 from worker.imagery.base import ImagerySource, decode_tile
 from worker.world import World
 from worker.world.areas import RealSite, get_site
-from worker.world.labels import KNOWN, UNKNOWN, LabelMap
+from worker.world.labels import UNKNOWN, LabelMap, known_where
 from worker.world.noise import hash_unit
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class WorldMap:
     def tile(self, z: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray] | None:
         mask = self.world.mask(z, x * TILE, y * TILE, TILE, TILE)
         rgb = self.world.render_map(z, x * TILE, y * TILE, TILE, TILE)
-        return (rgb, np.where(mask, KNOWN, UNKNOWN).astype(np.uint8)) if mask.any() else None
+        return (rgb, known_where(mask)) if mask.any() else None
 
 
 @dataclass
@@ -95,7 +95,7 @@ class UrlTiles:
             return None
         r.raise_for_status()
         rgb, mask = decode_tile(r.content)
-        return rgb, np.where(mask, KNOWN, UNKNOWN).astype(np.uint8)
+        return rgb, known_where(mask)
 
 
 def open_site(name: str) -> tuple[RealSite, ImagerySource, LabelMap]:

@@ -27,8 +27,8 @@ from worker.dataset import open_site
 from worker.imagery import ImagerySource
 from worker.imagery.world import WorldSource
 from worker.world import CLASS_COLOURS, CLASSES, get_area, world_for
-from worker.world.areas import REAL_SITES, get_site
-from worker.world.labels import KNOWN, UNKNOWN
+from worker.world.areas import REAL_SITES, area_or_site, intersect, is_real_site
+from worker.world.labels import KNOWN, UNKNOWN, known_where
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,10 @@ class Target:
         return set(self.classes) != set(CLASSES)
 
 
-def is_real_site(area: str) -> bool:
-    return area.removeprefix("real:") in REAL_SITES
-
-
 def target_for(spec: EvalSpec) -> Target:
     if is_real_site(spec.area):
         site, source, labels = open_site(spec.area)
-        box = labels.extent if spec.bbox is None else _intersect(labels.extent, spec.bbox)
+        box = intersect(labels.extent, spec.bbox)
 
         def label_truth(z: int, left: int, top: int) -> tuple[np.ndarray, np.ndarray]:
             x, y = left // TILE_SIZE, top // TILE_SIZE
@@ -91,14 +87,10 @@ def target_for(spec: EvalSpec) -> Target:
     def world_truth(z: int, left: int, top: int) -> tuple[np.ndarray, np.ndarray]:
         known = world.mask(z, left, top, 512, 512)
         rgb = world.render_map(z, left, top, 512, 512)
-        return rgb, np.where(known, KNOWN, UNKNOWN).astype(np.uint8)
+        return rgb, known_where(known)
 
     return Target(spec.area, area.split, world.bbox, area.root_zoom, WorldSource(world),
                   world_truth, CLASSES)  # fmt: skip
-
-
-def _intersect(a: tuple, b: tuple) -> tuple[float, float, float, float]:
-    return (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
 
 
 def _join(quads: list[np.ndarray]) -> np.ndarray:
@@ -416,9 +408,7 @@ FLOORS_PARTIAL = {
 def load_model(spec: EvalSpec) -> Generator:
     """Check the spec against its area and load its model: what bad input makes fail
     (ValueError, FileNotFoundError), before anything is generated or written."""
-    root = (
-        get_site(spec.area).root_zoom if is_real_site(spec.area) else get_area(spec.area).root_zoom
-    )
+    root = area_or_site(spec.area).root_zoom
     if spec.zooms.start < root:
         raise ValueError(f"{spec.area} starts at root zoom {root}; cannot evaluate {spec.zooms}")
     return Generator.load(spec.model, steps=spec.steps)

@@ -82,8 +82,10 @@ def render(ctx: WorkerContext, block: Block) -> dict:
     meta["duration_s"] = round(time.perf_counter() - start, 4)
     meta["generated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     tiles = [blocks.png_bytes(t) for t in drawn.tiles]
-    seen = blocks.cut_block(Image.fromarray(drawn.imagery.rgb), drawn.imagery.mask)
-    imagery = None if drawn.request is None else [blocks.png_bytes(t) for t in seen]
+    imagery = None  # a no-data block has none to show
+    if drawn.request is not None:
+        seen = blocks.cut_block(Image.fromarray(drawn.imagery.rgb), drawn.imagery.mask)
+        imagery = [blocks.png_bytes(t) for t in seen]
     ctx.store.put_block(block, tiles, meta, imagery)
     log.info("block %s generated in %.2fs", block.key, meta["duration_s"])
     return meta

@@ -210,13 +210,14 @@ def _site_spec(
     site: str, box: Bbox | None, out: Path, zooms: str, min_coverage: float
 ) -> DatasetSpec:
     from worker import dataset as ds
+    from worker.world.areas import intersect
 
     try:
         s, source, labels = ds.open_site(site)
     except KeyError as e:
         raise click.BadParameter(str(e.args[0]), param_hint="--site") from None
     return ds.DatasetSpec(
-        out=out, bbox=_cut(labels.extent, box), zooms=parse_zooms(zooms),
+        out=out, bbox=intersect(labels.extent, box), zooms=parse_zooms(zooms),
         imagery=ds.SourceTiles(source), maps=labels, area=f"real:{s.name}", split=s.split,
         min_coverage=min_coverage,
     )  # fmt: skip
@@ -238,6 +239,7 @@ def _imagery_spec(
 ) -> DatasetSpec:
     from worker import dataset as ds
     from worker.imagery import open_source
+    from worker.world.areas import intersect
     from worker.world.labels import LabelError, LabelMap, parse_classes
 
     given = [v for v in (imagery_inline, imagery_layer, imagery_url) if v]
@@ -266,16 +268,9 @@ def _imagery_spec(
                 f"the labels cover {_fmt(labels.extent)}, which does not overlap the bbox "
                 f"{_fmt(box)}", param_hint="--osm",
             )  # fmt: skip
-        box, maps = _cut(labels.extent, box), labels
+        box, maps = intersect(labels.extent, box), labels
     return ds.DatasetSpec(out=out, bbox=box, zooms=parse_zooms(zooms), imagery=imagery,
                           maps=maps, split=split, min_coverage=min_coverage)  # fmt: skip
-
-
-def _cut(extent: Bbox, box: Bbox | None) -> Bbox:
-    if box is None:
-        return extent
-    return (max(extent[0], box[0]), max(extent[1], box[1]), min(extent[2], box[2]),
-            min(extent[3], box[3]))  # fmt: skip
 
 
 def _fmt(box: Bbox) -> str:

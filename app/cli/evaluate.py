@@ -50,15 +50,14 @@ def evaluate(model: str, area: str, zooms: str | None, bbox: str | None, steps: 
     """Write OUT/report.json and OUT/mosaic_z*.png (imagery | generated | truth)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from worker.evaluate import EvalSpec, is_real_site, load_model
+    from worker.evaluate import EvalSpec, load_model
     from worker.evaluate import evaluate as run
-    from worker.world import get_area
-    from worker.world.areas import get_site
+    from worker.world.areas import area_or_site
 
     if margin % 32:
         raise click.BadParameter(f"{margin} is not a multiple of 32", param_hint="--margin")
     try:
-        where = get_site(area) if is_real_site(area) else get_area(area)
+        where = area_or_site(area)
     except KeyError as e:
         raise click.BadParameter(str(e.args[0]), param_hint="--area") from None
     split = where.split

@@ -79,8 +79,13 @@ def train(
         raise click.BadParameter(
             f"{cooldown} is more than the {steps} diffusion steps", param_hint="--cooldown"
         )
+    from model.train_data import parse_data_arg  # the one reader of DIR*W (imports torch)
+
     for entry in data:
-        folder = Path(entry.rpartition("*")[0] if "*" in entry else entry)
+        try:
+            folder, _ = parse_data_arg(entry)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--data") from None
         if not folder.is_dir():
             raise click.BadParameter(
                 f"{folder} does not exist or is not a folder", param_hint="--data"

@@ -93,6 +93,15 @@ REAL_SITES: dict[str, RealSite] = {
 }
 
 
+def is_real_site(name: str) -> bool:
+    return name.removeprefix("real:") in REAL_SITES
+
+
+def area_or_site(name: str) -> Area | RealSite:
+    """A world area or a real site by name (both tell their split and zooms); KeyError."""
+    return get_site(name) if is_real_site(name) else get_area(name)
+
+
 def get_site(name: str) -> RealSite:
     """A real site by name (`real:NAME` is accepted too)."""
     key = name.removeprefix("real:")
@@ -128,12 +137,16 @@ def _source_world(source: str) -> World:
                  ground=RURAL_GROUND)  # fmt: skip
 
 
+def intersect(a: Bbox, b: Bbox | None) -> Bbox:
+    """The part of box `a` inside `b` (all of `a` without `b`): a bbox never widens an area."""
+    if b is None:
+        return a
+    return (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+
+
 def world_for(area: Area | str, bbox: Bbox | None = None) -> World:
     """The world of an area (cached per process), its data box cut to the area or `bbox`."""
     a = get_area(area) if isinstance(area, str) else area
     base = _source_world(a.source)
-    box = a.bbox
-    if bbox is not None:  # intersect: a bbox never widens an area (held-out stays held out)
-        box = (max(box[0], bbox[0]), max(box[1], bbox[1]), min(box[2], bbox[2]),
-               min(box[3], bbox[3]))  # fmt: skip
+    box = intersect(a.bbox, bbox)  # held-out stays held out
     return base if box == base.bbox else base.restricted(a.name, box)

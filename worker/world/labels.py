@@ -33,6 +33,11 @@ _DEFAULT_KIND = {"building": "building", "water": "water", "vegetation": "park",
                  "road": "road:residential"}  # fmt: skip
 
 
+def known_where(mask: np.ndarray) -> np.ndarray:
+    """A complete truth's knowledge: KNOWN where `mask` (data) is set, UNKNOWN elsewhere."""
+    return np.where(mask, KNOWN, UNKNOWN).astype(np.uint8)
+
+
 class LabelError(ValueError):
     """Labels that cannot be used as given (wrong CRS, no overlap, unknown class...)."""
 
@@ -173,7 +178,7 @@ class LabelMap:
         if not inside.any():
             return None
         rgb = self.world.render_map(z, x * TILE, y * TILE, TILE, TILE)
-        knowledge = np.where(inside, KNOWN, UNKNOWN).astype(np.uint8)
+        knowledge = known_where(inside)
         if set(self.classes) != set(st.CLASSES):
             labelled = [st.CLASSES.index(c) for c in self.classes]
             drawn = np.isin(class_map(rgb, st.CLASS_COLOURS), labelled)
