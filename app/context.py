@@ -10,6 +10,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from app.cascade import Cascade
 from app.errors import UnknownLayer
+from app.events import EventHub
 from app.metrics import Metrics
 from app.settings import Layer, Settings
 from app.store import FileTileStore
@@ -20,9 +21,9 @@ class Context:
     settings: Settings
     store: FileTileStore
     redis: redis.Redis
-    aredis: AsyncRedis
     cascade: Cascade
     metrics: Metrics
+    events: EventHub
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
@@ -33,9 +34,9 @@ class Context:
             settings=settings,
             store=store,
             redis=sync,
-            aredis=AsyncRedis.from_url(settings.redis_url),
             cascade=cascade,
             metrics=Metrics(sync, cascade.queue_depth),
+            events=EventHub(AsyncRedis.from_url(settings.redis_url), settings.max_event_viewers),
         )
 
     def layer(self, name: str | None) -> Layer:

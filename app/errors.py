@@ -33,16 +33,24 @@ class UnsupportedFormat(MapcascadeError):
     pass
 
 
-class GenerationFailed(MapcascadeError):
+class RetryLater(MapcascadeError):
+    """A transient refusal: the client is told when to ask again."""
+
     def __init__(self, message: str, retry_after: int, **detail: object):
         super().__init__(message, **detail)
         self.headers = {"Retry-After": str(retry_after)}
 
 
-class TooManyPending(MapcascadeError):
-    def __init__(self, message: str, retry_after: int, **detail: object):
-        super().__init__(message, **detail)
-        self.headers = {"Retry-After": str(retry_after)}
+class GenerationFailed(RetryLater):
+    pass
+
+
+class TooManyPending(RetryLater):
+    pass
+
+
+class Unavailable(RetryLater):
+    """A shared resource is exhausted or down (event viewers, Redis)."""
 
 
 class Unauthorized(MapcascadeError):
@@ -72,6 +80,7 @@ STATUS_CODES: dict[type[Exception], int] = {
     InvalidRequest: 422,
     TooManyPending: 429,
     GenerationFailed: 503,
+    Unavailable: 503,
 }
 
 

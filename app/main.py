@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        await context.aredis.aclose()
+        await context.events.close()
         context.redis.close()
 
     app = FastAPI(

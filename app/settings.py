@@ -137,6 +137,7 @@ class Settings(BaseSettings):
     failure_cooldown: int = 60  # seconds a failed block answers 503 before a miss retries it
     max_outstanding_per_client: int = 16  # anonymous clients' queued blocks, beyond: 429
     max_seed_tiles: int = 200_000
+    max_event_viewers: int = 5000  # /events streams per API process, beyond: 503
     device: str = "cpu"
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     weights_dir: Path | None = None

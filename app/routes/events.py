@@ -2,50 +2,65 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from app.cascade import EVENTS_CHANNEL
 from app.context import Context, get_context
+from app.events import EventHub, Subscription
 
 router = APIRouter(tags=["events"])
 
 KEEPALIVE_SECONDS = 15.0
 
 
-@router.get("/events", summary="Stream of generated blocks (text/event-stream)")
+class EventStream(StreamingResponse):
+    """The stream of one viewer; its subscription ends with the response, however it ends
+    (a client gone before the first byte never starts the generator)."""
+
+    def __init__(self, hub: EventHub, subscription: Subscription) -> None:
+        super().__init__(
+            block_events(subscription),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+        self.hub, self.subscription = hub, subscription
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.hub.unsubscribe(self.subscription)
+
+
+@router.get(
+    "/events",
+    summary="Stream of generated blocks (text/event-stream)",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "One `block` event each"},
+        503: {"description": "The maximum of viewers is reached, or Redis is down"},
+    },
+)
 async def events(
-    request: Request,
     layer: str | None = Query(None, description="Only this layer's blocks"),
     ctx: Context = Depends(get_context),
 ) -> StreamingResponse:
     if layer is not None:
         ctx.layer(layer)  # unknown layers are a 404, not an empty stream
-    return StreamingResponse(
-        block_events(request, ctx, layer),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return EventStream(ctx.events, await ctx.events.subscribe(layer))
 
 
-async def block_events(request: Request, ctx: Context, layer: str | None) -> AsyncIterator[str]:
-    pubsub = ctx.aredis.pubsub()
-    await pubsub.subscribe(EVENTS_CHANNEL)
-    try:
-        yield "retry: 3000\n: connected\n\n"
-        while not await request.is_disconnected():
-            message = await pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=KEEPALIVE_SECONDS
-            )
-            if message is None:
-                yield ": keepalive\n\n"
-                continue
-            data = message["data"].decode()
-            if layer is None or json.loads(data).get("layer") == layer:
-                yield f"event: block\ndata: {data}\n\n"
-    finally:
-        await pubsub.unsubscribe(EVENTS_CHANNEL)
-        await pubsub.aclose()
+async def block_events(subscription: Subscription) -> AsyncIterator[str]:
+    # A gone client is noticed when a write fails: at the latest with the next keepalive.
+    yield "retry: 3000\n: connected\n\n"
+    while True:
+        try:
+            data = await asyncio.wait_for(subscription.queue.get(), KEEPALIVE_SECONDS)
+        except TimeoutError:
+            yield ": keepalive\n\n"
+            continue
+        yield f"event: block\ndata: {data}\n\n"
