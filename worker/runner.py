@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
+import time
 from typing import cast
 
 import torch
@@ -13,6 +16,7 @@ from rq import Queue, SimpleWorker, Worker
 from rq.job import JobStatus
 
 from app.cascade import lock_name
+from app.embedded import process_alive
 from app.settings import Settings
 from app.tiles import Block
 from worker.context import current, worker_name
@@ -24,6 +28,8 @@ def run_worker(settings: Settings | None = None, burst: bool = False) -> None:
     settings = settings or Settings()
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+    if settings.supervisor_pid:
+        exit_with_supervisor(settings.supervisor_pid)
     redis = Redis.from_url(settings.redis_url)
     queue = Queue(settings.queue_name, connection=redis)
     recover_dead_workers(queue)
@@ -31,6 +37,20 @@ def run_worker(settings: Settings | None = None, burst: bool = False) -> None:
     # SimpleWorker runs jobs in this process: the model stays loaded (and CUDA is never forked).
     worker = SimpleWorker([queue], connection=redis, name=worker_name())
     worker.work(with_scheduler=True, burst=burst, logging_level="INFO")
+
+
+def exit_with_supervisor(supervisor: int, interval: float = 0.5) -> None:
+    """Kill this worker and its scheduler the moment the `mapcascade serve` that started it is
+    gone (even SIGKILLed): an orphan would go on writing into the store. Its block is requeued
+    by the next worker on this host (`recover_dead_workers`)."""
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(interval)
+        log.warning("mapcascade serve (pid %s) is gone; stopping this worker", supervisor)
+        os.killpg(os.getpgrp(), signal.SIGKILL)  # the worker leads its group; its scheduler too
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
 def recover_dead_workers(queue: Queue) -> int:
@@ -41,7 +61,7 @@ def recover_dead_workers(queue: Queue) -> int:
     """
     host, recovered = socket.gethostname(), 0
     for dead in Worker.all(queue=queue):
-        if dead.hostname != host or (dead.pid != os.getpid() and _alive(dead.pid)):
+        if dead.hostname != host or (dead.pid != os.getpid() and process_alive(dead.pid or 0)):
             continue
         job = dead.get_current_job()
         if job is not None and job.get_status() == JobStatus.STARTED:
@@ -59,15 +79,3 @@ def _free_lock(redis: Redis, block: Block, worker_name: str) -> None:
     token = cast(bytes | None, redis.get(lock_name(block)))
     if token is not None and token.decode().startswith(f"{worker_name}|"):
         redis.delete(lock_name(block))
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

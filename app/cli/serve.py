@@ -33,13 +33,16 @@ WORKER_RESTART_DELAYS = (1, 2, 5, 10, 30)  # seconds, growing while the worker k
 )
 def serve(host: str, port: int, data_dir: Path) -> None:
     """Embedded Redis + one worker + the API, with the demo layer. Ctrl-C stops all of them."""
-    from app.embedded import EmbeddedRedis
+    from app.embedded import DataDirInUse, EmbeddedRedis
     from app.main import create_app
     from app.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     data_dir.mkdir(parents=True, exist_ok=True)
-    redis = EmbeddedRedis(data_dir / "redis").start()
+    try:
+        redis = EmbeddedRedis(data_dir / "redis").start()
+    except DataDirInUse as e:
+        raise click.ClickException(str(e)) from None
     env = {**os.environ, "MAPCASCADE_REDIS_URL": redis.url, "MAPCASCADE_DATA_DIR": str(data_dir),
            "MAPCASCADE_LOOPBACK_ADMIN": "true"}  # fmt: skip
     os.environ.update(env)  # the in-process API reads the same settings
@@ -60,18 +63,26 @@ def serve(host: str, port: int, data_dir: Path) -> None:
 
 
 class WorkerSupervisor:
-    """Keeps one worker process alive (restarting it if it dies) and stops it on exit."""
+    """Keeps one worker process alive (restarting it if it dies) and stops it on exit.
+
+    One thread starts, restarts and stops the worker; the worker exits by itself when this
+    process dies (MAPCASCADE_SUPERVISOR_PID), so even a SIGKILL leaves no orphan behind.
+    """
 
     def __init__(self, env: dict[str, str]):
-        self.env = env
+        self.env = {**env, "MAPCASCADE_SUPERVISOR_PID": str(os.getpid())}
         self.process: subprocess.Popen | None = None
         self._started = 0.0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
     def start(self) -> None:
-        self._spawn()
         self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _spawn(self) -> None:
         # Its own session: a terminal's Ctrl-C goes to us, and we stop the worker in order.
@@ -82,6 +93,7 @@ class WorkerSupervisor:
         self._started = time.monotonic()
 
     def _watch(self) -> None:
+        self._spawn()
         failures = 0
         while not self._stopping.wait(1.0):
             if self.process is None or self.process.poll() is None:
@@ -92,20 +104,18 @@ class WorkerSupervisor:
             delay = WORKER_RESTART_DELAYS[min(failures, len(WORKER_RESTART_DELAYS) - 1)]
             log.warning("worker exited with %s; restarting in %ss", self.process.returncode, delay)
             if self._stopping.wait(delay):
-                return
+                break
             self._spawn()
+        self._stop_worker()
 
-    def stop(self, timeout: float = 20.0) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join()
+    def _stop_worker(self, timeout: float = 20.0) -> None:
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGINT)  # RQ's warm shutdown: finish the current block
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)  # its scheduler with it
             self.process.wait()
 
 

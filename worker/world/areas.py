@@ -81,14 +81,34 @@ class RealSite:
 REAL_SITES: dict[str, RealSite] = {
     s.name: s
     for s in [
-        RealSite("banepa", REAL_DATA / "banepa", REAL_DATA / "banepa/buildings-sample.geojson",
-                 "train", root_zoom=17),
-        RealSite("kampala", REAL_DATA / "oam-sites/kampala",
-                 REAL_DATA / "oam-sites/kampala/buildings.geojson", "train", root_zoom=19),
-        RealSite("zanzibar", REAL_DATA / "oam-sites/zanzibar",
-                 REAL_DATA / "oam-sites/zanzibar/buildings.geojson", "heldout", root_zoom=19),
-        RealSite("banepa-south", REAL_DATA / "oam-sites/banepa-south",
-                 REAL_DATA / "oam-sites/banepa-south/buildings.geojson", "heldout", root_zoom=19),
+        RealSite(
+            "banepa",
+            REAL_DATA / "banepa",
+            REAL_DATA / "banepa/buildings-sample.geojson",
+            "train",
+            root_zoom=17,
+        ),
+        RealSite(
+            "kampala",
+            REAL_DATA / "oam-sites/kampala",
+            REAL_DATA / "oam-sites/kampala/buildings.geojson",
+            "train",
+            root_zoom=19,
+        ),
+        RealSite(
+            "zanzibar",
+            REAL_DATA / "oam-sites/zanzibar",
+            REAL_DATA / "oam-sites/zanzibar/buildings.geojson",
+            "heldout",
+            root_zoom=19,
+        ),
+        RealSite(
+            "banepa-south",
+            REAL_DATA / "oam-sites/banepa-south",
+            REAL_DATA / "oam-sites/banepa-south/buildings.geojson",
+            "heldout",
+            root_zoom=19,
+        ),
     ]  # fmt: skip
 }
 
