@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from enum import Enum
 
 from redis import Redis
+from redis.exceptions import LockError
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from app.errors import Unavailable
 from app.settings import Layer, Settings
 from app.store import TileStore
 from app.tiles import Block
@@ -48,6 +50,9 @@ redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return active + 1
 """
+
+
+LIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED)  # will run: never enqueue again
 
 
 class State(Enum):
@@ -101,8 +106,25 @@ class Cascade:
         if self.store.has_block(block):
             return None, False
         job = self.fetch(block)
+        if job is not None and job.get_status() in LIVE:
+            return job, False
+        # Concurrent misses of one block: one of them decides and enqueues, the others then
+        # find its job (checking and enqueueing unlocked queued a block once per request).
+        lock = self.redis.lock(f"mapcascade:enqueue:{block.key}", timeout=30, blocking_timeout=20)
+        try:
+            with lock:
+                return self._ensure_locked(layer, block, client)
+        except LockError:
+            raise Unavailable(f"block {block.key} is busy being queued", retry_after=2) from None
+
+    def _ensure_locked(
+        self, layer: Layer, block: Block, client: str | None
+    ) -> tuple[Job | None, bool]:
+        if self.store.has_block(block):
+            return None, False
+        job = self.fetch(block)
         status = job.get_status() if job else None
-        if status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED):
+        if status in LIVE:
             return job, False
         if status == JobStatus.FAILED:  # kept for failure_cooldown, then a miss tries again
             return job, False

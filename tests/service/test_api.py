@@ -303,3 +303,21 @@ def test_a_burst_of_misses_never_overshoots_the_budget(make_settings):
         codes = list(pool.map(lambda xy: c.get(f"/tiles/19/{xy[0]}/{xy[1]}.png").status_code,
                               roots))  # fmt: skip
     assert sorted(codes).count(200) == 16 and codes.count(429) == 4
+
+
+def test_concurrent_misses_for_one_chain_enqueue_each_block_once(make_settings):
+    # 30 requests at once for one z21 tile: its block and the two above it are queued once
+    # each (before, every request that found no job enqueued it again: queue depth 2-3x).
+    from concurrent.futures import ThreadPoolExecutor
+
+    from redis import Redis
+    from rq import Queue
+
+    settings = make_settings([KAMPALA_LAYER], wait_default=0.0)
+    deep = f"/tiles/21/{TILE.x * 4 + 1}/{TILE.y * 4 + 2}.png"
+    with TestClient(create_app(settings)) as c, ThreadPoolExecutor(30) as pool:
+        codes = list(pool.map(lambda _: c.get(deep).status_code, range(30)))
+    assert codes == [200] * 30
+    queue = Queue(settings.queue_name, connection=Redis.from_url(settings.redis_url))
+    queued, deferred = queue.get_job_ids(), queue.deferred_job_registry.get_job_ids()
+    assert len(queued) == 1 and len(deferred) == 2, (queued, deferred)  # root, then two below
