@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -79,6 +80,15 @@ class RateLimited(Exception):
 def job_id(block: Block) -> str:
     # RQ ids allow letters, digits, _ and -; the trailing three numbers keep it unambiguous.
     return f"block_{block.layer}_{block.z}_{block.x}_{block.y}"
+
+
+def block_of_job(job_id: str) -> Block | None:
+    """The block a block job id names (None for other ids); layer names may contain _."""
+    prefix, _, rest = job_id.partition("_")
+    parts = rest.rsplit("_", 3)
+    if prefix != "block" or len(parts) != 4 or not all(p.isdigit() for p in parts[1:]):
+        return None
+    return Block(parts[0], int(parts[1]), int(parts[2]), int(parts[3]))
 
 
 def lock_name(block: Block) -> str:
@@ -192,6 +202,35 @@ class Cascade:
                 retry_after=max(1, self.redis.ttl(job.key) or self.settings.failure_cooldown),
             )
         return BlockState(State.PENDING, job.id)
+
+    def replan(self, layer: Layer, removed: Callable[[Block], bool]) -> int:
+        """After blocks were removed from the store, the jobs waiting below them would run
+        without their reference and fail: drop those jobs and ensure their blocks again,
+        parents first, which queues the removed ancestors they need. Jobs already running get
+        their ancestors queued, so their retry finds the reference. Returns the jobs re-planned."""
+        q = self.queue
+        waiting = {*q.get_job_ids(), *q.deferred_job_registry.get_job_ids(),
+                   *q.scheduled_job_registry.get_job_ids()}  # fmt: skip
+        started = set(q.started_job_registry.get_job_ids())
+        below: list[Block] = []
+        for job_id_ in sorted(waiting | started):
+            block = block_of_job(job_id_)
+            if block is None or block.layer != layer.name or not removed(block):
+                continue
+            if job_id_ in started:
+                if block.z >= layer.root_zoom:
+                    self.ensure(layer, block.upstream())
+                continue
+            job = self.fetch(block)
+            if job is not None:
+                job.delete()
+            below.append(block)
+        for block in sorted(below, key=lambda b: b.z):
+            self.ensure(layer, block)
+        if below:
+            log.info("re-planned %d queued blocks of layer %s below removed tiles", len(below),
+                     layer.name)  # fmt: skip
+        return len(below)
 
     def queue_depth(self) -> dict[str, int]:
         q = self.queue

@@ -145,13 +145,14 @@ async def truncate_tiles(
     area = await truncate_request(request, bbox, minzoom, maxzoom, layer)
     target = ctx.layer(area.layer)
     clipped = check_area(target, area.area, area.minzoom, area.maxzoom)
-    removed = await run_in_threadpool(truncate, ctx.store, target, clipped, area.minzoom)
+    removed = await run_in_threadpool(truncate, ctx.cascade, target, clipped, area.minzoom)
     return {
         "layer": target.name,
         "bbox": list(clipped),
         "zooms": [area.minzoom, target.max_zoom],
         "removed": removed["tiles"],
         "blocks_removed": removed["blocks"],
+        "blocks_requeued": removed["replanned"],
     }
 
 

@@ -141,3 +141,40 @@ def test_blocks_below_a_failed_block_leave_no_deferred_job_and_a_later_miss_retr
 
 def _seconds_between(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def run_jobs(settings, monkeypatch, max_jobs: int | None = None) -> None:
+    """A real RQ worker in this process (the worker's own settings come from the environment)."""
+    from rq import SimpleWorker
+
+    from tests.conftest import settings_env
+    from worker.context import current
+
+    for key, value in settings_env(settings).items():
+        if key.startswith("MAPCASCADE_"):
+            monkeypatch.setenv(key, value)
+    current.cache_clear()
+    redis = Redis.from_url(settings.redis_url)
+    worker = SimpleWorker([Queue(settings.queue_name, connection=redis)], connection=redis)
+    worker.work(burst=True, max_jobs=max_jobs, with_scheduler=False)
+    current.cache_clear()
+
+
+def test_a_truncate_racing_a_seed_replans_the_queued_blocks_below_it(make_settings, monkeypatch):
+    settings = make_settings([SEED_LAYER])
+    with TestClient(create_app(settings), client=LOOPBACK) as api:
+        seed_id = api.post("/seed", json=FULL).json()["id"]
+        wait_status(api, seed_id, {"queued"})
+        run_jobs(settings, monkeypatch, max_jobs=2)  # the root and z19 blocks; four z20 queued
+        store = FileTileStore(settings.tiles_dir)
+        assert store.has_block(Block("seedarea", 19, 309606, 261636))
+        bbox = ",".join(map(str, AREA))
+        r = api.delete(f"/tiles?layer=seedarea&bbox={bbox}&minzoom=19&maxzoom=19")
+        assert r.status_code == 200 and r.json()["blocks_removed"] == 2, r.text
+        assert r.json()["blocks_requeued"] == 4
+        # The four queued blocks now lack their reference: the truncate queued it again.
+        run_jobs(settings, monkeypatch)
+        status = wait_status(api, seed_id, {"done", "failed", "cancelled"})
+    assert status["status"] == "done", status
+    assert status["blocks"]["failed"] == 0 and status["blocks"]["done"] == 6
+    assert all(store.has_block(b) for b in all_blocks("seedarea", AREA, 19, 21))
