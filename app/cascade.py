@@ -7,6 +7,7 @@ the layer's root zoom, so every block finds its cascade reference in the store w
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -194,11 +195,10 @@ class Cascade:
             return BlockState(State.PENDING)
         if job.get_status() == JobStatus.FAILED:
             result = job.latest_result()
-            reason = (result.exc_string or "").strip().splitlines() if result else []
             return BlockState(
                 State.FAILED,
                 job.id,
-                reason=reason[-1] if reason else "generation failed",
+                reason=public_reason(result.exc_string if result else None),
                 retry_after=max(1, self.redis.ttl(job.key) or self.settings.failure_cooldown),
             )
         return BlockState(State.PENDING, job.id)
@@ -240,6 +240,20 @@ class Cascade:
             "scheduled": q.scheduled_job_registry.count,
             "started": q.started_job_registry.count,
         }
+
+
+def public_reason(exc_string: str | None) -> str:
+    """What a client may learn of a failed block: the kind of failure, never exception classes,
+    paths or URLs (which may carry keys); the worker's log has the traceback."""
+    text = exc_string or ""
+    if "ImageryError" in text:
+        status = re.search(r"answered (\d{3})", text)
+        return "reading the imagery failed" + (
+            f" (the imagery server answered {status.group(1)})" if status else ""
+        )
+    if "MissingReference" in text:
+        return "the cascade reference above it is missing"
+    return "the generator failed"
 
 
 def _client_key(client: str) -> str:

@@ -114,5 +114,10 @@ def add_exception_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        # The traceback goes to the log (uvicorn prints it); the client learns nothing inside.
+        return error_response(500, "internal error; it has been logged")
+
+    app.add_exception_handler(Exception, internal)
     app.add_exception_handler(RequestValidationError, validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]

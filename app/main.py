@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
+from app.auth import HostCheck
 from app.context import Context
 from app.errors import add_exception_handlers
 from app.metrics import RequestMetricsMiddleware
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["ETag", "Last-Modified", "X-Cache", "X-Tile-Status", "Retry-After"],
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=context.metrics)
+    app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
     mount_pages(app)
     for router in (app.router, *routers):
         for route in router.routes:  # HEAD wherever GET is: monitors and caches probe with it

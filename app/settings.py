@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     # identity, miss budget); none by default: the socket peer is the client.
     trusted_proxies: list[str] = []
     cors_origins: list[str] = ["*"]
+    # The URL clients use (TileJSON links); unset: the request's own, see routes/meta.py.
+    public_url: str | None = None
+    # Host header values answered; `mapcascade serve` on loopback sets the loopback names.
+    allowed_hosts: list[str] = ["*"]
     cache_max_age: int = 86400  # seconds a final tile may be cached by clients
     wait_default: float = 3.0  # seconds a miss waits for its block before the interim tile
     wait_max: float = 60.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from app.settings import Settings
 
 log = logging.getLogger("mapcascade.serve")
 
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]", "::1"]
 WORKER_RESTART_DELAYS = (1, 2, 5, 10, 30)  # seconds, growing while the worker keeps dying
 
 
@@ -45,6 +47,8 @@ def serve(host: str, port: int, data_dir: Path) -> None:
         raise click.ClickException(str(e)) from None
     env = {**os.environ, "MAPCASCADE_REDIS_URL": redis.url, "MAPCASCADE_DATA_DIR": str(data_dir),
            "MAPCASCADE_LOOPBACK_ADMIN": "true"}  # fmt: skip
+    if host in LOOPBACK_NAMES:  # loopback admin: a page rebinding its name here is refused
+        env.setdefault("MAPCASCADE_ALLOWED_HOSTS", json.dumps(LOOPBACK_NAMES))
     os.environ.update(env)  # the in-process API reads the same settings
     supervisor = WorkerSupervisor(env)
     # uvicorn re-raises SIGTERM (docker stop, systemd) once it has shut down; by default that
@@ -56,7 +60,7 @@ def serve(host: str, port: int, data_dir: Path) -> None:
         supervisor.start()
         click.echo(f"mapcascade: http://{host}:{port}/  (Ctrl-C to stop)")
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
-                    **proxy_options(settings))  # fmt: skip
+                    **server_options(settings))  # fmt: skip
     finally:
         supervisor.stop()
         redis.stop()
@@ -141,15 +145,19 @@ def api(host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         log_level="info",
-        **proxy_options(Settings()),
+        **server_options(Settings()),
     )
 
 
-def proxy_options(settings: Settings) -> dict:
+def server_options(settings: Settings) -> dict:
     """uvicorn believes X-Forwarded-For/-Proto from the configured trusted proxies only (its
-    own default would trust 127.0.0.1, so a local process could pose as any client)."""
+    own default would trust 127.0.0.1, so a local process could pose as any client). Idle
+    keep-alive connections close after 5 s; a shutdown waits 10 s for open event streams, which
+    never end by themselves. Slow headers (slowloris) are the front proxy's to cut
+    (docs/deploy.md): uvicorn has no header timeout."""
     trusted = settings.trusted_proxies
-    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": ",".join(trusted) or None}
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": ",".join(trusted) or None,
+            "timeout_keep_alive": 5, "timeout_graceful_shutdown": 10}  # fmt: skip
 
 
 @click.command("worker")

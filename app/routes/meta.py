@@ -7,24 +7,28 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from rq import Worker
 
+from app.auth import is_trusted_proxy
 from app.context import Context, get_context
 from app.settings import Layer
 
 router = APIRouter(tags=["service"])
 
 
-def public_base_url(request: Request) -> str:
-    """The URL clients reached us by, honouring a reverse proxy's forwarded host and prefix."""
-    h = request.headers
+def public_base_url(request: Request, ctx: Context) -> str:
+    """The URL clients reach us by: MAPCASCADE_PUBLIC_URL when set; else the request's, with a
+    trusted proxy's forwarded host and prefix (anyone else's are ignored, not reflected)."""
+    if ctx.settings.public_url:
+        return ctx.settings.public_url.rstrip("/")
+    h = request.headers if is_trusted_proxy(request, ctx) else {}
     scheme = h.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
-    host = h.get("x-forwarded-host", h.get("host", request.url.netloc)).split(",")[0].strip()
+    host = h.get("x-forwarded-host", request.url.netloc).split(",")[0].strip()
     prefix = h.get("x-forwarded-prefix", "").rstrip("/")
     root_path = request.scope.get("root_path", "").rstrip("/")
     return f"{scheme}://{host}{prefix}{root_path}"
 
 
 def tilejson(request: Request, ctx: Context, layer: Layer) -> dict:
-    base = public_base_url(request)
+    base = public_base_url(request, ctx)
     default = layer.name == ctx.settings.default_layer.name
     path = "/tiles/{z}/{x}/{y}.png" if default else f"/tiles/{layer.name}/{{z}}/{{x}}/{{y}}.png"
     return {

@@ -86,7 +86,7 @@ async def create_seed(
     plan = plan_seed(layer, body.area, body.minzoom, body.maxzoom, ctx.settings.max_seed_tiles)
     seed_id = await run_in_threadpool(runner.seeds.create, plan)
     runner.start(seed_id)
-    status_url = f"{public_base_url(request)}/seed/{seed_id}"
+    status_url = f"{public_base_url(request, ctx)}/seed/{seed_id}"
     response.headers["Location"] = status_url
     return {
         "id": seed_id,
@@ -105,28 +105,31 @@ async def create_seed(
 async def list_seeds(
     request: Request,
     runner: Runner,
+    ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict:
     seeds = runner.seeds
-    base = public_base_url(request)
+    base = public_base_url(request, ctx)
     records = await run_in_threadpool(lambda: [seeds.record(i) for i in seeds.ids(limit)])
     return {"seeds": [describe(rec, base) for rec in records]}
 
 
 @router.get("/seed/{seed_id}", summary="A seed's status, progress and ETA")
-async def seed_status(seed_id: str, request: Request, response: Response, runner: Runner) -> dict:
+async def seed_status(
+    seed_id: str, request: Request, response: Response, runner: Runner, ctx: Ctx
+) -> dict:
     rec = await run_in_threadpool(runner.seeds.record, seed_id)
     runner.resume_if_needed(rec)  # its enqueuer may have died with another API process
     response.headers["Cache-Control"] = "no-store"
-    return describe(rec, public_base_url(request))
+    return describe(rec, public_base_url(request, ctx))
 
 
 @router.delete(
     "/seed/{seed_id}", dependencies=[Depends(require_admin)], summary="Cancel a seed (admin)"
 )
-async def cancel_seed(seed_id: str, request: Request, runner: Runner) -> dict:
+async def cancel_seed(seed_id: str, request: Request, runner: Runner, ctx: Ctx) -> dict:
     rec = await run_in_threadpool(runner.seeds.cancel, seed_id)
-    return describe(rec, public_base_url(request))
+    return describe(rec, public_base_url(request, ctx))
 
 
 @router.delete(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import time
 from email.utils import formatdate, parsedate_to_datetime
 from functools import lru_cache
@@ -27,7 +28,21 @@ from app.settings import Layer
 from app.store import StoredTile, imagery_of
 from app.tiles import TILE_SIZE, Block, Tile, ancestor_of, check_tile, intersects
 
-router = APIRouter(tags=["tiles"])
+NUMBER = re.compile(r"[+-]?[0-9]+(\.0*)?")  # what the int parameters would accept
+CANONICAL = re.compile(r"0|-?[1-9][0-9]*")
+
+
+async def canonical_numbers(request: Request) -> None:
+    """One URL per tile: `16` is a tile number, `016`, `+16` and `16.0` are not (they would
+    otherwise be parsed to the same tile and cached under several URLs)."""
+    for name in ("z", "x", "y"):
+        raw = request.path_params.get(name, "")
+        if NUMBER.fullmatch(raw) and not CANONICAL.fullmatch(raw):
+            raise NotFound(f"{name} {raw!r} is not written as a tile number (no sign, leading "
+                           "zero or decimals)")  # fmt: skip
+
+
+router = APIRouter(tags=["tiles"], dependencies=[Depends(canonical_numbers)])
 
 # How far up the interim tile looks for a generated ancestor: beyond 8 levels it is < 1 px.
 INTERIM_MAX_LEVELS = 8

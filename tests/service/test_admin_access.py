@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.cli.serve import proxy_options
+from app.cli.serve import server_options
 from app.main import create_app
 from tests.browser.live_service import free_port
 from tests.conftest import settings_env
@@ -30,10 +30,11 @@ def test_without_a_token_the_api_refuses_admin_even_from_loopback(make_settings)
 
 
 def test_uvicorn_believes_forwarded_headers_from_trusted_proxies_only(make_settings) -> None:
-    assert proxy_options(make_settings()) == {"proxy_headers": False, "forwarded_allow_ips": None}
-    trusted = make_settings(trusted_proxies=["10.0.0.2", "10.0.0.3"])
-    assert proxy_options(trusted) == {"proxy_headers": True,
-                                      "forwarded_allow_ips": "10.0.0.2,10.0.0.3"}  # fmt: skip
+    plain = server_options(make_settings())
+    assert plain["proxy_headers"] is False and plain["forwarded_allow_ips"] is None
+    trusted = server_options(make_settings(trusted_proxies=["10.0.0.2", "10.0.0.3"]))
+    assert trusted["proxy_headers"] is True
+    assert trusted["forwarded_allow_ips"] == "10.0.0.2,10.0.0.3"
 
 
 @pytest.fixture

@@ -105,6 +105,11 @@ def test_head_has_get_headers_and_no_body(client, store):
         ("/tiles/19/309606/261636.jpg", 415, "unknown tile format 'jpg'"),
         ("/tiles/19/abc/261632.png", 422, "path.x"),
         ("/tiles/19/1.5/261632.png", 422, "path.x"),
+        # One URL per tile: other spellings of a number are not tiles.
+        ("/tiles/19/+309606/261636.png", 404, "x '+309606' is not written as a tile number"),
+        ("/tiles/019/309606/261636.png", 404, "z '019' is not written as a tile number"),
+        ("/tiles/19/309606/261636.0.png", 404, "y '261636.0' is not written"),
+        ("/tiles/kampala/19/309606/0261636.png", 404, "y '0261636' is not written"),
         ("/tiles/19/309612/99999999999999999999999999.png", 404, "x and y must be in"),
         ("/tiles/19/309612.png", 404, "Not Found"),
         (URL + "?wait=-1", 422, "query.wait"),
@@ -179,17 +184,41 @@ def test_tilejson_fields_and_proxy_urls(client):
     assert 32.5896 < lon < 32.5909 and 0.3475 < lat < 0.3488 and 19 <= zoom <= 22
     assert tj["attribution"] == KAMPALA_LAYER["attribution"]
     assert tj["tiles"] == ["http://testserver/tiles/{z}/{x}/{y}.png"]
-    proxied = client.get(
-        "/tiles.json",
-        headers={
-            "X-Forwarded-Host": "maps.example.org",
-            "X-Forwarded-Proto": "https",
-            "X-Forwarded-Prefix": "/cascade/",
-        },
-    ).json()
-    assert proxied["tiles"] == ["https://maps.example.org/cascade/tiles/{z}/{x}/{y}.png"]
+    forwarded = {
+        "X-Forwarded-Host": "maps.example.org",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Prefix": "/cascade/",
+    }
+    # From anyone but a trusted proxy, forwarded headers are not reflected into the URLs.
+    spoofed = client.get("/tiles.json", headers=forwarded).json()
+    assert spoofed["tiles"] == ["http://testserver/tiles/{z}/{x}/{y}.png"]
     assert client.get("/kampala/tiles.json").json()["name"] == "kampala"
     assert client.get("/nolayer/tiles.json").status_code == 404
+
+
+def test_tilejson_urls_follow_a_trusted_proxy_or_the_public_url(make_settings):
+    forwarded = {
+        "X-Forwarded-Host": "maps.example.org",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Prefix": "/cascade/",
+    }
+    proxy = make_settings([KAMPALA_LAYER], trusted_proxies=["testclient"])
+    with TestClient(create_app(proxy)) as c:
+        proxied = c.get("/tiles.json", headers=forwarded).json()
+    assert proxied["tiles"] == ["https://maps.example.org/cascade/tiles/{z}/{x}/{y}.png"]
+    public = make_settings([KAMPALA_LAYER], public_url="https://tiles.example.net/")
+    with TestClient(create_app(public)) as c:
+        fixed = c.get("/tiles.json", headers=forwarded).json()
+    assert fixed["tiles"] == ["https://tiles.example.net/tiles/{z}/{x}/{y}.png"]
+
+
+def test_hosts_outside_the_allowed_list_get_a_json_400(make_settings):
+    settings = make_settings([KAMPALA_LAYER], allowed_hosts=["127.0.0.1", "localhost"])
+    with TestClient(create_app(settings), base_url="http://localhost:8000") as c:
+        assert c.get("/health").status_code == 200
+        r = c.get("/health", headers={"Host": "evil.example.com"})
+        assert r.status_code == 400 and "'evil.example.com' is not served here" in r.json()["error"]
+        assert c.delete("/tiles", headers={"Host": "rebound.example"}).status_code == 400
 
 
 def test_health_and_ready_without_worker(client):

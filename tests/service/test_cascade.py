@@ -247,7 +247,9 @@ def test_imagery_always_failing_yields_503_and_stores_nothing(make_settings, wor
     assert r.headers["content-type"] == "application/json"
     assert r.headers["cache-control"] == "no-store"
     assert 0 < int(r.headers["retry-after"]) <= 120
-    assert "500" in r.json()["error"]
+    error = r.json()["error"]
+    assert "reading the imagery failed (the imagery server answered 500)" in error
+    assert "Error" not in error and "http" not in error  # no exception class, no URL
     assert again.status_code == 503  # a sibling of the failed block: same answer, no new job
     assert FlakyTiles.served["/19/309606/261636.png"] == 2
     assert metric(metrics, "mapcascade_generation_failures_total") == 1
