@@ -34,10 +34,6 @@ FOLDERS = {"imagery": "rs_256", "map": "map_256", 2: "ref_scale_2_256", 4: "ref_
 # known, 128 the pixel is known to be none of the labelled classes, 0 nothing is known.
 MASK_FOLDER = "mask_256"
 KNOWN, NOT_LABELLED = 255, 128
-# OSM footprints sit a few metres off drone imagery (10-20 px at z20 over Banepa). A band this
-# wide on both sides of every footprint edge is left unknown, so a roof is never taught as
-# "not a building" beside its own misplaced footprint.
-LABEL_BAND_M = 2.0
 
 
 @dataclass
@@ -130,16 +126,12 @@ class TileDataset:
     """All tiles of a split, held in memory as uint8 (a few thousand tiles are a few GB)."""
 
     def __init__(
-        self,
-        roots: str | Path | Sequence[str | Path],
-        split: str | None = "train",
-        label_band_m: float = LABEL_BAND_M,
+        self, roots: str | Path | Sequence[str | Path], split: str | None = "train"
     ) -> None:
         # Several data sets (one per built area, `DIR*W` weighs one) train as one.
         entries = [roots] if isinstance(roots, str | Path) else list(roots)
         parsed = [parse_data_arg(r) for r in entries]
         self.roots = [p for p, _ in parsed]
-        self.label_band_m = label_band_m
         self.names: list[str] = []
         self.zooms: list[int] = []
         self.lats: list[float] = []
@@ -173,8 +165,7 @@ class TileDataset:
         for key, path in paths.items():
             self.images[key].append(_load(path) if path.is_file() else None)
         mask = root / MASK_FOLDER / f"{name}.png"
-        band = round(self.label_band_m / ScaleInfo.cascade(z, self.lats[-1]).ground_resolution)
-        self.images["mask"].append(unknown_band(_load_mask(mask), band) if mask.is_file() else None)
+        self.images["mask"].append(_load_mask(mask) if mask.is_file() else None)
 
     def _draw(self, rng: torch.Generator) -> int:
         if self.uniform:  # the same draws as before weights existed
@@ -247,21 +238,6 @@ class TileDataset:
 def _load_mask(path: Path) -> torch.Tensor:
     array = np.asarray(Image.open(path).convert("L"), dtype=np.uint8)
     return torch.from_numpy(array.copy())[None]
-
-
-def unknown_band(mask: torch.Tensor, width: int) -> torch.Tensor:
-    """The 1 x H x W knowledge mask with pixels within `width` px of an edge between KNOWN and
-    NOT_LABELLED set to unknown (0), on both sides of the edge."""
-    if width <= 0:
-        return mask
-    size = 2 * width + 1
-
-    def near(where: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(where[None].float(), size, stride=1, padding=width)[0] > 0
-
-    known, excluded = mask == KNOWN, mask == NOT_LABELLED
-    band = (known & near(excluded)) | (excluded & near(known))
-    return mask.masked_fill(band, 0)
 
 
 def _to_float(image: torch.Tensor) -> torch.Tensor:

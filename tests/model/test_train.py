@@ -15,15 +15,7 @@ from PIL import Image
 from model import Generator
 from model.codec import encode_latents
 from model.train import Trainer, TrainOptions
-from model.train_data import (
-    FOLDERS,
-    KNOWN,
-    NOT_LABELLED,
-    Augment,
-    TileDataset,
-    degrade_reference,
-    unknown_band,
-)
+from model.train_data import FOLDERS, KNOWN, Augment, TileDataset, degrade_reference
 
 TILE = 64
 PALETTE = np.array([[242, 239, 233], [252, 210, 160], [214, 194, 178], [170, 211, 223]])
@@ -212,16 +204,3 @@ def test_not_labelled_pixels_are_pushed_away_from_the_labelled_colours(
     assert penalty(building) == pytest.approx(trainer.options.exclusion_margin**2, rel=1e-2)
     assert penalty(torch.tensor([1.0, 1.0, 1.0])) == 0.0  # white road: allowed there
     assert penalty(building + 0.05) > 0.0  # near the building colour still costs
-
-
-def test_footprint_edges_are_left_unknown_on_both_sides() -> None:
-    mask = torch.full((1, 20, 20), NOT_LABELLED, dtype=torch.uint8)
-    mask[:, 6:14, 6:14] = KNOWN  # one footprint
-    mask[:, :, :2] = 0  # outside the label extent
-    banded = unknown_band(mask, 2)
-    row = banded[0, 10].tolist()
-    # 2 px either side of the footprint edges (x 6 and 14) become unknown, the rest is kept.
-    assert row[:2] == [0, 0] and row[2:4] == [NOT_LABELLED] * 2
-    assert row[4:8] == [0] * 4 and row[8:12] == [KNOWN] * 4 and row[12:16] == [0] * 4
-    assert row[16:] == [NOT_LABELLED] * 4
-    assert unknown_band(mask, 0) is mask
