@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.tiles import TileOutOfRange
@@ -82,6 +83,33 @@ STATUS_CODES: dict[type[Exception], int] = {
     GenerationFailed: 503,
     Unavailable: 503,
 }
+
+
+class ErrorBody(BaseModel):
+    """Every error answers this JSON (plus details of the error, e.g. `retry_after`)."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str
+    status: int
+
+
+ERROR_MEANINGS = {
+    400: "Host not served here (MAPCASCADE_ALLOWED_HOSTS)",
+    401: "Admin call without the bearer token",
+    403: "Admin call refused (no token configured, or not from loopback)",
+    404: "No such tile, layer or seed; or outside the layer",
+    415: "Unknown tile format (tiles are .png)",
+    422: "Malformed or impossible request",
+    429: "Too many blocks queued for this client",
+    500: "Internal error (logged, no details given)",
+    503: "Generation failed or a resource is exhausted; see Retry-After",
+}
+
+
+def documented(*statuses: int) -> dict[int | str, dict]:
+    """The OpenAPI `responses` of these error statuses (400 and 500 can come from anywhere)."""
+    return {s: {"model": ErrorBody, "description": ERROR_MEANINGS[s]}
+            for s in sorted({400, 500, *statuses})}  # fmt: skip
 
 
 def error_response(

@@ -10,9 +10,10 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from app.context import Context, get_context
+from app.errors import documented
 from app.events import EventHub, Subscription
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], responses=documented(404, 422, 503))
 
 KEEPALIVE_SECONDS = 15.0
 
@@ -42,7 +43,6 @@ class EventStream(StreamingResponse):
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "One `block` event each"},
-        503: {"description": "The maximum of viewers is reached, or Redis is down"},
     },
 )
 async def events(

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Literal
+
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 from rq import Worker
 
 from app.auth import is_trusted_proxy
 from app.context import Context, get_context
+from app.errors import documented
 from app.settings import Layer
 
-router = APIRouter(tags=["service"])
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["service"], responses=documented())
 
 
 def public_base_url(request: Request, ctx: Context) -> str:
@@ -51,7 +58,7 @@ async def default_tilejson(request: Request, ctx: Context = Depends(get_context)
     return tilejson(request, ctx, ctx.layer(None))
 
 
-@router.get("/{layer}/tiles.json", summary="TileJSON 3.0.0 of a layer")
+@router.get("/{layer}/tiles.json", summary="TileJSON 3.0.0 of a layer", responses=documented(404))
 async def layer_tilejson(layer: str, request: Request, ctx: Context = Depends(get_context)) -> dict:
     return tilejson(request, ctx, ctx.layer(layer))
 
@@ -69,21 +76,36 @@ async def health() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="Readiness: Redis reachable and at least one worker alive")
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    redis: Literal["ok", "unreachable"]
+    workers: int | None = None
+
+
+@router.get(
+    "/ready",
+    summary="Readiness: Redis reachable and at least one worker alive",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready: no worker, or no Redis"}},
+)
 def ready(ctx: Context = Depends(get_context)) -> JSONResponse:
     try:
         ctx.redis.ping()
         workers = Worker.count(queue=ctx.cascade.queue)
     except RedisError as e:
-        return JSONResponse(
-            {"status": "unavailable", "redis": f"unreachable: {e}"}, status_code=503
-        )
+        log.warning("readiness: Redis unreachable: %s", e)
+        return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
     body = {"status": "ready" if workers else "unavailable", "redis": "ok", "workers": workers}
     return JSONResponse(
         body, status_code=200 if workers else 503, headers={"Cache-Control": "no-store"}
     )
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
 def metrics(ctx: Context = Depends(get_context)) -> Response:
     return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.auth import require_admin
 from app.context import Context, get_context
-from app.errors import InvalidRequest
+from app.errors import InvalidRequest, documented
 from app.routes.meta import public_base_url
 from app.seeding import SeedRunner, Seeds, check_area, describe, plan_seed, truncate
 from app.tiles import MAX_ZOOM
@@ -35,7 +35,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(runner.stop)
 
 
-router = APIRouter(tags=["seed"], lifespan=lifespan)
+router = APIRouter(tags=["seed"], lifespan=lifespan, responses=documented(401, 403, 404, 422))
 
 Zoom = Annotated[int, Field(ge=0, le=MAX_ZOOM)]
 

@@ -23,6 +23,7 @@ from app.errors import (
     OutsideLayer,
     TooManyPending,
     UnsupportedFormat,
+    documented,
 )
 from app.settings import Layer
 from app.store import StoredTile, imagery_of
@@ -42,7 +43,13 @@ async def canonical_numbers(request: Request) -> None:
                            "zero or decimals)")  # fmt: skip
 
 
-router = APIRouter(tags=["tiles"], dependencies=[Depends(canonical_numbers)])
+NOT_MODIFIED = {304: {"description": "Not modified (If-None-Match / If-Modified-Since)"}}
+PNG = {200: {"content": {"image/png": {}}, "description": "A 256x256 PNG tile"}}
+router = APIRouter(
+    tags=["tiles"],
+    dependencies=[Depends(canonical_numbers)],
+    responses=documented(404, 415, 422, 429, 503),
+)
 
 # How far up the interim tile looks for a generated ancestor: beyond 8 levels it is < 1 px.
 INTERIM_MAX_LEVELS = 8
@@ -66,7 +73,8 @@ def tile_in_layer(layer: Layer, z: int, x: int, y: int, fmt: str) -> Tile:
     return tile
 
 
-@router.api_route("/tiles/{z}/{x}/{y}.{fmt}", methods=["GET", "HEAD"], summary="Default layer tile")
+@router.api_route("/tiles/{z}/{x}/{y}.{fmt}", methods=["GET", "HEAD"], summary="Default layer tile",
+                  response_class=Response, responses={**PNG, **NOT_MODIFIED})  # fmt: skip
 async def default_tile(
     request: Request,
     z: int,
@@ -79,7 +87,8 @@ async def default_tile(
     return await serve_tile(request, ctx, ctx.layer(None), z, x, y, fmt, wait)
 
 
-@router.api_route("/tiles/{layer}/{z}/{x}/{y}.{fmt}", methods=["GET", "HEAD"], summary="Layer tile")
+@router.api_route("/tiles/{layer}/{z}/{x}/{y}.{fmt}", methods=["GET", "HEAD"], summary="Layer tile",
+                  response_class=Response, responses={**PNG, **NOT_MODIFIED})  # fmt: skip
 async def layer_tile(
     request: Request,
     layer: str,
@@ -94,8 +103,9 @@ async def layer_tile(
 
 
 @router.api_route(
-    "/imagery/{layer}/{z}/{x}/{y}.{fmt}", methods=["GET", "HEAD"], summary="Imagery under a tile"
-)
+    "/imagery/{layer}/{z}/{x}/{y}.{fmt}", methods=["GET", "HEAD"], summary="Imagery under a tile",
+    response_class=Response, responses={**PNG, **NOT_MODIFIED},
+)  # fmt: skip
 async def layer_imagery(
     request: Request, layer: str, z: int, x: int, y: int, fmt: str,
     ctx: Context = Depends(get_context),

@@ -3,19 +3,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from app.cli.serve import server_options
 from app.main import create_app
-from tests.browser.live_service import free_port
-from tests.conftest import settings_env
 from tests.service.test_seed import FULL, LOOPBACK, SEED_LAYER
 
 SPOOFED = {"X-Forwarded-For": "127.0.0.1", "X-Real-IP": "127.0.0.1"}
@@ -35,33 +28,6 @@ def test_uvicorn_believes_forwarded_headers_from_trusted_proxies_only(make_setti
     trusted = server_options(make_settings(trusted_proxies=["10.0.0.2", "10.0.0.3"]))
     assert trusted["proxy_headers"] is True
     assert trusted["forwarded_allow_ips"] == "10.0.0.2,10.0.0.3"
-
-
-@pytest.fixture
-def live_api(make_settings) -> Iterator[str]:
-    """`mapcascade api` as deployed (no token, no trusted proxy) on a free loopback port."""
-    settings = make_settings([SEED_LAYER])
-    env = settings_env(settings)  # loopback_admin is not passed on: the api never has it
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "api", "--port", str(port)], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "api did not start"
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.mark.slow
