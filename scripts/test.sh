@@ -8,4 +8,5 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 .venv/bin/ruff check app worker model tests
+.venv/bin/ruff format --check app worker model tests
 exec .venv/bin/python -m pytest -q "$@"
