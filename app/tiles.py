@@ -4,7 +4,6 @@ rectangles of tiles."""
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -122,11 +121,6 @@ class TileRect:
         cx = min(2 * block.x + 1, self.x1) - max(2 * block.x, self.x0) + 1
         cy = min(2 * block.y + 1, self.y1) - max(2 * block.y, self.y0) + 1
         return max(cx, 0) * max(cy, 0)
-
-
-def ground_resolution(zoom: int, lat: float) -> float:
-    """Metres per pixel of a 256 px tile at this latitude (not the equator value)."""
-    return 156543.03392804097 * math.cos(math.radians(lat)) / (1 << zoom)
 
 
 def intersects(tile: Tile, bbox: tuple[float, float, float, float]) -> bool:

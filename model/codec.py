@@ -42,10 +42,6 @@ class PatchCodec(ModelMixin, ConfigMixin):
         self.unshuffle = nn.PixelUnshuffle(factor)
         self.shuffle = nn.PixelShuffle(factor)
 
-    @property
-    def latent_channels(self) -> int:
-        return 3 * self.config.factor**2
-
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
         return self.unshuffle((images - self.pixel_mean) / self.pixel_std)
 

@@ -86,7 +86,3 @@ class World:
         rgb, mask = self.render_imagery(z, x * TILE, y * TILE, TILE, TILE)
         alpha = (mask * 255).astype(np.uint8)[..., None]
         return Image.fromarray(np.concatenate([rgb, alpha], axis=2), "RGBA")
-
-    def coverage(self, z: int, x: int, y: int) -> float:
-        """Fraction of tile (z, x, y) that has data."""
-        return float(self.mask(z, x * TILE, y * TILE, TILE, TILE).mean())
