@@ -54,6 +54,7 @@ return active + 1
 """
 
 
+MAX_CHAIN = 32  # ancestors a waiting request looks up for a failure (zoom levels)
 LIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED)  # will run: never enqueue again
 
 
@@ -193,6 +194,14 @@ class Cascade:
         job = job or self.fetch(block)
         if job is None:
             return BlockState(State.PENDING)
+        # A job deferred on a failed ancestor never runs: the ancestor's failure is the answer.
+        for _ in range(MAX_CHAIN):
+            if job.get_status() != JobStatus.DEFERRED or not job.dependency_ids:
+                break
+            upstream = job.dependency
+            if upstream is None:
+                break
+            job = upstream
         if job.get_status() == JobStatus.FAILED:
             result = job.latest_result()
             return BlockState(

@@ -350,3 +350,28 @@ def test_concurrent_misses_for_one_chain_enqueue_each_block_once(make_settings):
     queue = Queue(settings.queue_name, connection=Redis.from_url(settings.redis_url))
     queued, deferred = queue.get_job_ids(), queue.deferred_job_registry.get_job_ids()
     assert len(queued) == 1 and len(deferred) == 2, (queued, deferred)  # root, then two below
+
+
+def test_a_miss_waiting_below_a_failed_ancestor_sees_the_failure(make_settings):
+    # Before, a request already waiting saw only its own deferred job and waited out its time.
+    import threading
+    import time
+
+    from redis import Redis
+    from rq.job import Job, JobStatus
+
+    settings = make_settings([KAMPALA_LAYER], wait_default=0.0, wait_max=20.0)
+    deep = f"/tiles/21/{TILE.x * 4}/{TILE.y * 4}.png"
+    redis = Redis.from_url(settings.redis_url)
+
+    def fail_root_soon() -> None:
+        time.sleep(1.0)
+        Job.fetch("block_kampala_18_154803_130818", connection=redis).set_status(JobStatus.FAILED)
+
+    with TestClient(create_app(settings)) as c:
+        threading.Thread(target=fail_root_soon).start()
+        started = time.monotonic()
+        r = c.get(deep + "?wait=20")
+        waited = time.monotonic() - started
+    assert r.status_code == 503 and "generating tile 21/" in r.json()["error"]
+    assert waited < 5, f"waited {waited:.1f}s for a block whose ancestor had failed"
