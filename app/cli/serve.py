@@ -152,12 +152,14 @@ def api(host: str, port: int, workers: int) -> None:
 def server_options(settings: Settings) -> dict:
     """uvicorn believes X-Forwarded-For/-Proto from the configured trusted proxies only (its
     own default would trust 127.0.0.1, so a local process could pose as any client). Idle
-    keep-alive connections close after 5 s; a shutdown waits 10 s for open event streams, which
-    never end by themselves. Slow headers (slowloris) are the front proxy's to cut
-    (docs/deploy.md): uvicorn has no header timeout."""
+    keep-alive connections close after 5 s, request headers must arrive within 10 s
+    (app/http_protocol.py), a shutdown waits 10 s for open event streams, which never end."""
+    from app.http_protocol import HeaderTimeoutProtocol
+
     trusted = settings.trusted_proxies
     return {"proxy_headers": bool(trusted), "forwarded_allow_ips": ",".join(trusted) or None,
-            "timeout_keep_alive": 5, "timeout_graceful_shutdown": 10}  # fmt: skip
+            "timeout_keep_alive": 5, "timeout_graceful_shutdown": 10,
+            "http": HeaderTimeoutProtocol}  # fmt: skip
 
 
 @click.command("worker")
