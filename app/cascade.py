@@ -256,7 +256,7 @@ def public_reason(exc_string: str | None) -> str:
     paths or URLs (which may carry keys); the worker's log has the traceback."""
     text = exc_string or ""
     if "ImageryError" in text:
-        status = re.search(r"answered (\d{3})", text)
+        status = re.search(r"HTTP (\d{3})", text)
         return "reading the imagery failed" + (
             f" (the imagery server answered {status.group(1)})" if status else ""
         )
