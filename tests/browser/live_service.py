@@ -54,21 +54,26 @@ def serve(data_dir: Path, layers_file: Path | None = None, timeout: float = 120)
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mapcascade serve exited with {proc.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mapcascade serve not ready after {timeout:.0f} s")
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        wait_ready(base, proc, timeout)
         yield base
     finally:
         stop_group(proc)
+
+
+def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until `mapcascade serve` at `base` answers /ready with 200 (a worker is up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mapcascade serve exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"mapcascade serve not ready after {timeout:.0f} s")
+        try:
+            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
 
 
 def stop_group(proc: subprocess.Popen) -> None:

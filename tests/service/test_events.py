@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -16,13 +15,8 @@ from redis import Redis
 
 from app.cascade import EVENTS_CHANNEL
 from app.main import create_app
+from tests.browser.live_service import free_port
 from tests.conftest import KAMPALA_LAYER
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from tests.browser.live_service import free_port, wait_ready
 from tests.conftest import KAMPALA_LAYER, ROOT
-from tests.service.test_events import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -76,18 +76,6 @@ def start_serve(env: dict[str, str], port: int, data: Path, log: Path | None = N
     )
 
 
-def wait_ready(base: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("service never became ready")
-
-
 @pytest.mark.parametrize(
     "stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "docker-stop"]
 )
@@ -99,7 +87,7 @@ def test_serve_runs_everything_and_a_signal_stops_it(tmp_path, stop_signal):
     proc = start_serve(env, port, data)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base)
+        wait_ready(base, proc)
         assert httpx.get(f"{base}/tiles.json").json()["tilejson"] == "3.0.0"
         r = httpx.get(f"{base}/tiles/19/309606/261636.png?wait=60", timeout=90)
         assert r.status_code == 200 and r.headers["x-tile-status"] == "final"
@@ -139,7 +127,7 @@ def test_sigkill_of_serve_leaves_no_orphan_and_a_restart_generates_every_queued_
     body = {"layer": "kampala", "bbox": CRASH_AREA, "minzoom": 19, "maxzoom": 21}
     proc = start_serve(env, port, data, log)
     try:
-        wait_ready(base)
+        wait_ready(base, proc)
         seed = httpx.post(f"{base}/seed", json=body, timeout=10).json()
         deadline = time.monotonic() + 30
         while not httpx.get(f"{base}/seed/{seed['id']}").json()["enqueued"]:
@@ -159,7 +147,7 @@ def test_sigkill_of_serve_leaves_no_orphan_and_a_restart_generates_every_queued_
     started = time.monotonic()
     proc = start_serve(env, port, data, log)
     try:
-        wait_ready(base)
+        wait_ready(base, proc)
         deadline = time.monotonic() + 180
         while (status := httpx.get(f"{base}/seed/{seed['id']}").json())["status"] not in (
             "done",
