@@ -56,6 +56,7 @@ return active + 1
 
 MAX_CHAIN = 32  # ancestors a waiting request looks up for a failure (zoom levels)
 LIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED)  # will run: never enqueue again
+DEAD = (JobStatus.FINISHED, JobStatus.STOPPED, JobStatus.CANCELED)  # will not run again
 
 
 class State(Enum):
@@ -136,9 +137,11 @@ class Cascade:
             return None, False
         job = self.fetch(block)
         status = job.get_status() if job else None
-        if status in LIVE:
-            return job, False
-        if status == JobStatus.FAILED:  # kept for failure_cooldown, then a miss tries again
+        # Only a job that will never store the block is replaced: finished (the block was
+        # truncated since), stopped, cancelled, or deferred on an upstream job replaced below.
+        # A failed one is kept for failure_cooldown; any other (queued, running, or in one of
+        # RQ's transitions while it moves dependents to the queue) is left to RQ.
+        if job is not None and status not in (*DEAD, JobStatus.DEFERRED):
             return job, False
         upstream: Job | None = None
         upstream_new = False
@@ -146,9 +149,9 @@ class Cascade:
             upstream, upstream_new = self._ensure(layer, block.upstream(), client)
             if upstream is not None and upstream.get_status() == JobStatus.FAILED:
                 return upstream, False
-        if status == JobStatus.DEFERRED and upstream is not None and not upstream_new:
-            return job, False  # still waiting on a live upstream job
-        if job is not None:  # finished but truncated since, stopped, or deferred on a stale job
+        if status == JobStatus.DEFERRED and not upstream_new:
+            return job, False  # its upstream job is live, or just stored the parent
+        if job is not None:
             job.delete()
         if client is not None:
             self._charge(client, block)
