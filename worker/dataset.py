@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from app.imagery_config import DirImageryConfig
+from app.tiles import TILE_SIZE
 from model.reference import prepare_reference
 from worker.imagery import open_source
 from worker.imagery.base import ImagerySource, decode_tile
@@ -36,7 +37,6 @@ from worker.world.noise import hash_unit
 log = logging.getLogger(__name__)
 
 DATASET_VERSION = 2  # 2: knowledge masks
-TILE = 256
 DIRS_256 = {"rs": "rs_256", "map": "map_256", 2: "ref_scale_2_256", 4: "ref_scale_4_256",
             "mask": "mask_256"}  # fmt: skip
 DIRS_512 = {"rs": "rs_512", "map": "map_512", 2: "ref_2_512", 4: "ref_4_512", "mask": "mask_512"}
@@ -55,7 +55,7 @@ class WorldImagery:
     world: World
 
     def tile(self, z: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray] | None:
-        rgb, mask = self.world.render_imagery(z, x * TILE, y * TILE, TILE, TILE)
+        rgb, mask = self.world.render_imagery(z, x * TILE_SIZE, y * TILE_SIZE, TILE_SIZE, TILE_SIZE)
         return (rgb, mask) if mask.any() else None
 
 
@@ -64,8 +64,8 @@ class WorldMap:
     world: World
 
     def tile(self, z: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray] | None:
-        mask = self.world.mask(z, x * TILE, y * TILE, TILE, TILE)
-        rgb = self.world.render_map(z, x * TILE, y * TILE, TILE, TILE)
+        mask = self.world.mask(z, x * TILE_SIZE, y * TILE_SIZE, TILE_SIZE, TILE_SIZE)
+        rgb = self.world.render_map(z, x * TILE_SIZE, y * TILE_SIZE, TILE_SIZE, TILE_SIZE)
         return (rgb, known_where(mask)) if mask.any() else None
 
 
@@ -135,10 +135,10 @@ def ref_crop(ancestor: np.ndarray, key: Key, levels: int) -> Image.Image:
     """The part of an ancestor tile (`levels` zooms up) covering tile `key`, upsampled to 256."""
     z, x, y = key
     n = 1 << levels
-    size = TILE // n
+    size = TILE_SIZE // n
     cx, cy = (x % n) * size, (y % n) * size
     crop = Image.fromarray(ancestor[cy : cy + size, cx : cx + size])
-    return crop.resize((TILE, TILE), Image.Resampling.BILINEAR)
+    return crop.resize((TILE_SIZE, TILE_SIZE), Image.Resampling.BILINEAR)
 
 
 def _is_val(key: Key, fraction: float) -> bool:

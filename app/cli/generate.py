@@ -18,7 +18,9 @@ from pathlib import Path
 import click
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-TILE, BLOCK = 256, 512
+from app.tiles import TILE_SIZE
+
+BLOCK = 2 * TILE_SIZE  # a block: 2x2 tiles
 
 
 def _read_image(path: Path, option: str) -> Image.Image:
@@ -34,9 +36,9 @@ def mirror_to_block(tile: Image.Image) -> Image.Image:
     """A 256 tile in the top-left of a 512 block, mirrored into the other quadrants."""
     block = Image.new("RGB", (BLOCK, BLOCK))
     block.paste(tile, (0, 0))
-    block.paste(ImageOps.mirror(tile), (TILE, 0))
-    block.paste(ImageOps.flip(tile), (0, TILE))
-    block.paste(ImageOps.flip(ImageOps.mirror(tile)), (TILE, TILE))
+    block.paste(ImageOps.mirror(tile), (TILE_SIZE, 0))
+    block.paste(ImageOps.flip(tile), (0, TILE_SIZE))
+    block.paste(ImageOps.flip(ImageOps.mirror(tile)), (TILE_SIZE, TILE_SIZE))
     return block
 
 
@@ -107,7 +109,7 @@ def generate(
     from model import BlockRequest, Generator, ScaleInfo  # torch loads only when needed
 
     image = _read_image(imagery, "--imagery")
-    if image.size not in ((TILE, TILE), (BLOCK, BLOCK)):
+    if image.size not in ((TILE_SIZE, TILE_SIZE), (BLOCK, BLOCK)):
         raise click.BadParameter(
             f"{imagery} is {image.size[0]}x{image.size[1]}; expected 256x256 (a tile) or "
             "512x512 (a block)",
@@ -128,7 +130,7 @@ def generate(
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--zoom/--lat") from e
 
-    single_tile = image.size == (TILE, TILE)
+    single_tile = image.size == (TILE_SIZE, TILE_SIZE)
     if single_tile:
         image = mirror_to_block(image)
         ref_image = mirror_to_block(ref_image) if ref_image is not None else None
@@ -140,7 +142,7 @@ def generate(
         raise click.BadParameter(str(e), param_hint="--config") from e
     (result,) = generator.generate([BlockRequest(image, ref_image, scale, seed)])
     if single_tile:
-        result = result.crop((0, 0, TILE, TILE))
+        result = result.crop((0, 0, TILE_SIZE, TILE_SIZE))
     _write_png(result, out)
     click.echo(
         f"wrote {out} ({result.size[0]}x{result.size[1]}, {generator.model_id}, "

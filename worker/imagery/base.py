@@ -13,10 +13,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-logger = logging.getLogger(__name__)
+from app.tiles import MAX_ZOOM, TILE_SIZE
 
-TILE_SIZE = 256
-MAX_ZOOM = 30
+logger = logging.getLogger(__name__)
 
 # One decoded tile: rgb (256, 256, 3) uint8 and mask (256, 256) bool; None = no tile there.
 TileImage = tuple[np.ndarray, np.ndarray]

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from app.tiles import TILE_SIZE
 from model.metrics import class_map
 from worker.world import style as st
 from worker.world.features import Feature, line, lonlat_to_mercator, mercator_to_lonlat, polygon
 from worker.world.osm import HIGHWAY_KIND, area_kind, load_osm
-from worker.world.world import TILE, World
+from worker.world.world import World
 
 KNOWN, NOT_LABELLED, UNKNOWN = 255, 128, 0
 Bbox = tuple[float, float, float, float]
@@ -174,10 +175,10 @@ class LabelMap:
 
     def tile(self, z: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(map rgb, knowledge) of tile z/x/y, or None when nothing in it is known."""
-        inside = self.world.mask(z, x * TILE, y * TILE, TILE, TILE)
+        inside = self.world.mask(z, x * TILE_SIZE, y * TILE_SIZE, TILE_SIZE, TILE_SIZE)
         if not inside.any():
             return None
-        rgb = self.world.render_map(z, x * TILE, y * TILE, TILE, TILE)
+        rgb = self.world.render_map(z, x * TILE_SIZE, y * TILE_SIZE, TILE_SIZE, TILE_SIZE)
         knowledge = known_where(inside)
         if set(self.classes) != set(st.CLASSES):
             labelled = [st.CLASSES.index(c) for c in self.classes]

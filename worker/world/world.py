@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from app.tiles import TILE_SIZE
 from worker.world import style as st
 from worker.world.features import EARTH_HALF, Feature, FeatureIndex, lonlat_to_mercator
 from worker.world.imagery_render import render_imagery
@@ -18,7 +19,6 @@ from worker.world.raster import Frame
 
 log = logging.getLogger(__name__)
 
-TILE = 256
 MIN_ZOOM, MAX_ZOOM = 12, 21  # z20-21: drone imagery; labels render there too
 URBAN_GROUND = (140, 136, 126)  # paving and courtyards between mapped features
 RURAL_GROUND = (124, 118, 96)  # dirt tracks between fields
@@ -55,7 +55,7 @@ class World:
         (x0, y0), (x1, y1) = lonlat_to_mercator(
             np.array([self.bbox[0], self.bbox[2]]), np.array([self.bbox[1], self.bbox[3]])
         )
-        mpp = 2 * EARTH_HALF / (TILE * 2**z)
+        mpp = 2 * EARTH_HALF / (TILE_SIZE * 2**z)
         mx = (np.arange(px0, px0 + width) + 0.5) * mpp - EARTH_HALF
         my = EARTH_HALF - (np.arange(py0, py0 + height) + 0.5) * mpp
         return ((my >= y0) & (my <= y1))[:, None] & ((mx >= x0) & (mx <= x1))[None, :]
@@ -79,10 +79,12 @@ class World:
 
     def map_tile(self, z: int, x: int, y: int) -> Image.Image:
         """256x256 RGB truth map tile."""
-        return Image.fromarray(self.render_map(z, x * TILE, y * TILE, TILE, TILE))
+        return Image.fromarray(
+            self.render_map(z, x * TILE_SIZE, y * TILE_SIZE, TILE_SIZE, TILE_SIZE)
+        )
 
     def imagery_tile(self, z: int, x: int, y: int) -> Image.Image:
         """256x256 RGBA imagery tile; alpha 0 where there is no data."""
-        rgb, mask = self.render_imagery(z, x * TILE, y * TILE, TILE, TILE)
+        rgb, mask = self.render_imagery(z, x * TILE_SIZE, y * TILE_SIZE, TILE_SIZE, TILE_SIZE)
         alpha = (mask * 255).astype(np.uint8)[..., None]
         return Image.fromarray(np.concatenate([rgb, alpha], axis=2), "RGBA")
