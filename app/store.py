@@ -90,10 +90,10 @@ class FileTileStore:
         self, block: Block, tiles: list[bytes], meta: dict, imagery: list[bytes] | None = None
     ) -> None:
         for child, data in zip(block.children, imagery or [], strict=False):
-            _write_atomic(self.tile_path(imagery_of(block.layer), child), data)
+            write_atomic(self.tile_path(imagery_of(block.layer), child), data)
         for child, data in zip(block.children, tiles, strict=True):
-            _write_atomic(self.tile_path(block.layer, child), data)
-        _write_atomic(self.meta_path(block), json.dumps(meta, indent=1).encode())
+            write_atomic(self.tile_path(block.layer, child), data)
+        write_atomic(self.meta_path(block), json.dumps(meta, indent=1).encode())
 
     def block_meta(self, block: Block) -> dict | None:
         try:
@@ -138,7 +138,8 @@ def _remove_rect(folder: Path, rect: TileRect, suffix: str) -> int:
     return removed
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename: readers and crashes see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:

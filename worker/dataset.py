@@ -11,8 +11,6 @@ import csv
 import io
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -25,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from app.imagery_config import DirImageryConfig
+from app.store import write_atomic
 from app.tiles import TILE_SIZE
 from model.reference import prepare_reference
 from worker.imagery import open_source
@@ -120,15 +119,9 @@ class DatasetSpec:
 
 def write_png(path: Path, image: Image.Image) -> None:
     """Atomic: a crash leaves either the old file or none, never half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    write_atomic(path, buf.getvalue())
 
 
 def ref_crop(ancestor: np.ndarray, key: Key, levels: int) -> Image.Image:
@@ -289,7 +282,4 @@ def _write_csv(path: Path, rows: list[str]) -> None:
     w = csv.writer(buf)
     w.writerow(["tilename"])
     w.writerows([r] for r in rows)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".csv")
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
+    write_atomic(path, buf.getvalue().encode())

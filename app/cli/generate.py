@@ -10,14 +10,14 @@ reference such as the CSCMG ref_scale_{2,4}_256 files) and is mirrored the same 
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 import time
 from pathlib import Path
 
 import click
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from app.store import write_atomic
 from app.tiles import TILE_SIZE
 
 BLOCK = 2 * TILE_SIZE  # a block: 2x2 tiles
@@ -43,16 +43,10 @@ def mirror_to_block(tile: Image.Image) -> Image.Image:
 
 
 def _write_png(image: Image.Image, out: Path) -> None:
-    # Temp file + rename: an interrupted run never leaves a truncated PNG behind.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # An interrupted run never leaves a truncated PNG behind.
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    write_atomic(out, buf.getvalue())
 
 
 @click.command("generate")
