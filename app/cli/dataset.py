@@ -10,33 +10,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+from app.cli.params import Bbox, parse_bbox, zoom_range
+
 if TYPE_CHECKING:  # the CLI imports the worker side lazily, when a command runs
     from app.imagery_config import ImageryConfig
     from worker.dataset import DatasetSpec
-
-Bbox = tuple[float, float, float, float]
-
-
-def parse_zooms(text: str) -> range:
-    """ "14-18" -> range(14, 19); "16" -> range(16, 17)."""
-    lo, _, hi = text.partition("-")
-    try:
-        a, b = int(lo), int(hi or lo)
-    except ValueError:
-        raise click.BadParameter(f"expected A-B or A, got {text!r}") from None
-    if a > b:
-        raise click.BadParameter(f"zoom range {text!r} is empty")
-    return range(a, b + 1)
-
-
-def parse_bbox(text: str) -> tuple[float, float, float, float]:
-    try:
-        w, s, e, n = (float(v) for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected W,S,E,N in degrees, got {text!r}") from None
-    if not (w < e and s < n):
-        raise click.BadParameter(f"bbox {text!r} is empty (need W<E and S<N)")
-    return w, s, e, n
 
 
 @click.group()
@@ -201,7 +179,7 @@ def _world_spec(
         raise click.BadParameter(str(e.args[0]), param_hint="--area") from None
     world = world_for(spec_area, box)
     return ds.DatasetSpec(
-        out=out, bbox=world.bbox, zooms=parse_zooms(zooms), imagery=ds.WorldImagery(world),
+        out=out, bbox=world.bbox, zooms=zoom_range(zooms), imagery=ds.WorldImagery(world),
         maps=ds.WorldMap(world), area=area, split=spec_area.split, min_coverage=min_coverage,
     )  # fmt: skip
 
@@ -217,7 +195,7 @@ def _site_spec(
     except KeyError as e:
         raise click.BadParameter(str(e.args[0]), param_hint="--site") from None
     return ds.DatasetSpec(
-        out=out, bbox=intersect(labels.extent, box), zooms=parse_zooms(zooms),
+        out=out, bbox=intersect(labels.extent, box), zooms=zoom_range(zooms),
         imagery=ds.SourceTiles(source), maps=labels, area=f"real:{s.name}", split=s.split,
         min_coverage=min_coverage,
     )  # fmt: skip
@@ -269,7 +247,7 @@ def _imagery_spec(
                 f"{_fmt(box)}", param_hint="--osm",
             )  # fmt: skip
         box, maps = intersect(labels.extent, box), labels
-    return ds.DatasetSpec(out=out, bbox=box, zooms=parse_zooms(zooms), imagery=imagery,
+    return ds.DatasetSpec(out=out, bbox=box, zooms=zoom_range(zooms), imagery=imagery,
                           maps=maps, split=split, min_coverage=min_coverage)  # fmt: skip
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from app.cli.dataset import parse_bbox, parse_zooms
+from app.cli.params import parse_bbox, zoom_range
 from app.settings import demo_layer
 
 DEMO = demo_layer()  # eval scores the cascade as the demo layer serves it
@@ -64,7 +64,7 @@ def evaluate(model: str, area: str, zooms: str | None, bbox: str | None, steps: 
     zooms = zooms or f"{where.root_zoom}-{where.max_zoom}"
     if split == "train":
         click.echo(f"warning: {area} is training data; scores will flatter the model", err=True)
-    spec = EvalSpec(out=out, model=model, area=area, zooms=parse_zooms(zooms),
+    spec = EvalSpec(out=out, model=model, area=area, zooms=zoom_range(zooms),
                     bbox=parse_bbox(bbox) if bbox else None, steps=steps,
                     reference_span=int(reference_span), context_margin=margin)  # fmt: skip
     try:

@@ -15,36 +15,19 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from app.cli.params import parse_bbox, parse_zooms
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def parse_bbox(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:
-    try:
-        bbox = [float(v) for v in value.split(",")]
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not four numbers W,S,E,N") from None
-    if len(bbox) != 4:
-        raise click.BadParameter(f"{value!r} has {len(bbox)} numbers; give four: W,S,E,N")
-    return bbox
-
-
-def parse_zooms(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
-    low, sep, high = value.partition("-")
-    try:
-        zooms = (int(low), int(high) if sep else int(low))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a zoom (15) or a zoom range (14-17)") from None
-    if zooms[0] > zooms[1]:
-        raise click.BadParameter(f"{value!r}: the first zoom must not exceed the second")
-    return zooms
-
-
 def area_options(command: F) -> F:
     options = [
-        click.option("--bbox", required=True, callback=parse_bbox, metavar="W,S,E,N",
+        click.option("--bbox", required=True, metavar="W,S,E,N",
+                     callback=lambda _ctx, _param, value: list(parse_bbox(value)),
                      help="Area in degrees; e.g. --bbox=32.58,0.34,32.60,0.36"),
-        click.option("--zooms", required=True, callback=parse_zooms, metavar="Z|Z1-Z2",
+        click.option("--zooms", required=True, metavar="Z|Z1-Z2",
+                     callback=lambda _ctx, _param, value: parse_zooms(value),
                      help="One zoom or a range, e.g. 14-17."),
         click.option("--layer", default=None, help="Layer name (default: the service's default)."),
         click.option("--url", default=DEFAULT_URL, show_default=True, envvar="MAPCASCADE_URL",

@@ -1,0 +1,38 @@
+"""The command line's shared parameters: one parser each for a bbox and a zoom range."""
+
+from __future__ import annotations
+
+import click
+
+Bbox = tuple[float, float, float, float]
+
+
+def parse_bbox(text: str) -> Bbox:
+    """ "W,S,E,N" in degrees, not empty."""
+    try:
+        numbers = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not four numbers W,S,E,N") from None
+    if len(numbers) != 4:
+        raise click.BadParameter(f"{text!r} has {len(numbers)} numbers; give four: W,S,E,N")
+    w, s, e, n = numbers
+    if not (w < e and s < n):
+        raise click.BadParameter(f"bbox {text!r} is empty (need W<E and S<N)")
+    return w, s, e, n
+
+
+def parse_zooms(text: str) -> tuple[int, int]:
+    """ "14-17" -> (14, 17); "16" -> (16, 16)."""
+    low, sep, high = text.partition("-")
+    try:
+        zooms = (int(low), int(high) if sep else int(low))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a zoom (15) or a zoom range (14-17)") from None
+    if zooms[0] > zooms[1]:
+        raise click.BadParameter(f"{text!r}: the first zoom must not exceed the second")
+    return zooms
+
+
+def zoom_range(text: str) -> range:
+    low, high = parse_zooms(text)
+    return range(low, high + 1)
