@@ -161,6 +161,8 @@ def remove_stale_socket_dirs() -> None:
 
 
 def process_alive(pid: int) -> bool:
+    if pid <= 0:  # os.kill(0, ...) would signal our own process group and say "alive"
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

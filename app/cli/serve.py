@@ -37,7 +37,6 @@ def serve(host: str, port: int, data_dir: Path) -> None:
     """Embedded Redis + one worker + the API, with the demo layer. Ctrl-C stops all of them."""
     from app.embedded import DataDirInUse, EmbeddedRedis
     from app.main import create_app
-    from app.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -135,9 +134,8 @@ class WorkerSupervisor:
 )
 def api(host: str, port: int, workers: int) -> None:
     """The HTTP API only, against MAPCASCADE_REDIS_URL (Docker: the `api` service)."""
-    from app.settings import Settings
-
-    Settings().default_layer  # noqa: B018 - fail fast on a bad layers file, before forking
+    settings = Settings()
+    settings.default_layer  # noqa: B018 - fail fast on a bad layers file, before forking
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -145,7 +143,7 @@ def api(host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         log_level="info",
-        **server_options(Settings()),
+        **server_options(settings),
     )
 
 

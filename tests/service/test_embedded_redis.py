@@ -9,7 +9,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from app.embedded import EmbeddedRedis
+from app.embedded import EmbeddedRedis, process_alive
 
 
 def test_a_killed_embedded_redis_restarts_with_every_write(tmp_path: Path) -> None:
@@ -31,3 +31,9 @@ def test_a_killed_embedded_redis_restarts_with_every_write(tmp_path: Path) -> No
         client.close()
     finally:
         second.stop()
+
+
+def test_process_alive_knows_no_pid_zero() -> None:
+    # A worker registered without a pid is dead; kill(0, 0) would probe our own group instead.
+    assert process_alive(os.getpid())
+    assert not process_alive(0) and not process_alive(-1)
