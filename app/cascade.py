@@ -199,9 +199,7 @@ class Cascade:
             return BlockState(State.PENDING)
         # A job deferred on a failed ancestor never runs: the ancestor's failure is the answer.
         for _ in range(MAX_CHAIN):
-            if job.get_status() != JobStatus.DEFERRED or not job.dependency_ids:
-                break
-            upstream = job.dependency
+            upstream = job.dependency if job.get_status() == JobStatus.DEFERRED else None
             if upstream is None:
                 break
             job = upstream

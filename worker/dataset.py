@@ -26,6 +26,7 @@ from app.imagery_config import DirImageryConfig
 from app.store import write_atomic
 from app.tiles import TILE_SIZE
 from model.reference import prepare_reference
+from worker.blocks import png_bytes
 from worker.imagery import open_source
 from worker.imagery.base import ImagerySource, decode_tile
 from worker.world import World
@@ -119,9 +120,7 @@ class DatasetSpec:
 
 def write_png(path: Path, image: Image.Image) -> None:
     """Atomic: a crash leaves either the old file or none, never half a PNG."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    write_atomic(path, buf.getvalue())
+    write_atomic(path, png_bytes(image))
 
 
 def ref_crop(ancestor: np.ndarray, key: Key, levels: int) -> Image.Image:
