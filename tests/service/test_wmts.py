@@ -387,3 +387,94 @@ def test_urls_follow_a_trusted_proxy_only(client, make_settings):
         "{TileMatrix}/{TileRow}/{TileCol}.png",
     }
     assert tilejson.startswith("https://maps.example.org/cascade/")
+
+
+# The children of each element in the order of the WMTS 1.0.0 / OWS 1.1 schemas, required ones
+# marked "!". Every element GDAL's WMTS driver (frmts/wmts/wmtsdataset.cpp) or OWSLib
+# (owslib/wmts.py) reads is here.
+SCHEMA_ORDER = {
+    "wmts:Capabilities": ["ows:ServiceIdentification", "ows:ServiceProvider",
+                          "ows:OperationsMetadata", "wmts:Contents", "wmts:Themes",
+                          "wmts:WSDL", "wmts:ServiceMetadataURL"],
+    "ows:ServiceIdentification": ["ows:Title", "ows:Abstract", "ows:Keywords",
+                                  "!ows:ServiceType", "!ows:ServiceTypeVersion"],
+    "ows:OperationsMetadata": ["!ows:Operation"],
+    "ows:Operation": ["!ows:DCP", "ows:Parameter", "ows:Constraint"],
+    "ows:DCP": ["!ows:HTTP"],
+    "ows:HTTP": ["!ows:Get"],
+    "ows:Get": ["ows:Constraint"],
+    "ows:Constraint": ["!ows:AllowedValues"],
+    "ows:AllowedValues": ["!ows:Value"],
+    "wmts:Contents": ["wmts:Layer", "wmts:TileMatrixSet"],
+    "wmts:Layer": ["ows:Title", "ows:Abstract", "ows:Keywords", "ows:WGS84BoundingBox",
+                   "!ows:Identifier", "ows:BoundingBox", "ows:Metadata", "!wmts:Style",
+                   "!wmts:Format", "wmts:InfoFormat", "wmts:Dimension",
+                   "!wmts:TileMatrixSetLink", "wmts:ResourceURL"],
+    "ows:WGS84BoundingBox": ["!ows:LowerCorner", "!ows:UpperCorner"],
+    "ows:BoundingBox": ["!ows:LowerCorner", "!ows:UpperCorner"],
+    "wmts:Style": ["ows:Title", "ows:Abstract", "ows:Keywords", "!ows:Identifier",
+                   "wmts:LegendURL"],
+    "wmts:TileMatrixSetLink": ["!wmts:TileMatrixSet", "wmts:TileMatrixSetLimits"],
+    "wmts:TileMatrixSetLimits": ["!wmts:TileMatrixLimits"],
+    "wmts:TileMatrixLimits": ["!wmts:TileMatrix", "!wmts:MinTileRow", "!wmts:MaxTileRow",
+                              "!wmts:MinTileCol", "!wmts:MaxTileCol"],
+    "wmts:TileMatrixSet": ["ows:Title", "ows:Abstract", "ows:Keywords", "!ows:Identifier",
+                           "ows:BoundingBox", "!ows:SupportedCRS", "wmts:WellKnownScaleSet",
+                           "!wmts:TileMatrix"],
+    "wmts:TileMatrix": ["ows:Title", "ows:Abstract", "ows:Keywords", "!ows:Identifier",
+                        "!wmts:ScaleDenominator", "!wmts:TopLeftCorner", "!wmts:TileWidth",
+                        "!wmts:TileHeight", "!wmts:MatrixWidth", "!wmts:MatrixHeight"],
+}  # fmt: skip
+REQUIRED_ATTRIBUTES = {
+    "wmts:Capabilities": ["version"],
+    "ows:Operation": ["name"],
+    "ows:Get": ["{http://www.w3.org/1999/xlink}href"],
+    "ows:Constraint": ["name"],
+    "wmts:Style": ["isDefault"],  # optional in the schema; GDAL picks the default style by it
+    "wmts:ResourceURL": ["format", "resourceType", "template"],
+    "wmts:ServiceMetadataURL": ["{http://www.w3.org/1999/xlink}href"],
+    "ows:BoundingBox": ["crs"],  # GDAL takes the box whose crs is the matrix set's CRS
+}
+
+
+def prefixed(tag: str) -> str:
+    uri, local = tag[1:].split("}")
+    return f"{ {WMTS_NS: 'wmts', OWS_NS: 'ows'}[uri] }:{local}"
+
+
+def test_capabilities_follow_the_schema_in_every_element_gdal_and_owslib_read(client):
+    """The official WMTS 1.0.0 XSD (schemas.opengis.net) cannot be had offline here, so the
+    document is checked against every element GDAL and OWSLib read: each element's children
+    appear in the schema's order, required ones present, with the attributes clients need,
+    and numbers parse. (GDAL and OWSLib themselves read it in test_wmts_clients.py.)"""
+    root = capabilities(client)
+    assert prefixed(root.tag) == "wmts:Capabilities"
+    seen = set()
+    # Inside a link or a limit, TileMatrixSet and TileMatrix are names, not the definitions.
+    leaves = {("wmts:TileMatrixSetLink", "wmts:TileMatrixSet"),
+              ("wmts:TileMatrixLimits", "wmts:TileMatrix")}  # fmt: skip
+    for parent in root.iter():
+        for element in parent:
+            name = prefixed(element.tag)
+            seen.add(name)
+            for attribute in REQUIRED_ATTRIBUTES.get(name, []):
+                assert element.get(attribute), f"{name} lacks {attribute}"
+            if name not in SCHEMA_ORDER or (prefixed(parent.tag), name) in leaves:
+                content = (element.text or "").strip() or element.attrib
+                assert len(element) == 0 and content, f"{name}: children, or empty"
+                continue
+            order = [child.lstrip("!") for child in SCHEMA_ORDER[name]]
+            tags = [prefixed(child.tag) for child in element]
+            assert all(t in order for t in tags), f"{name}: unknown children {tags}"
+            positions = [order.index(t) for t in tags]
+            assert positions == sorted(positions), f"{name}: children out of schema order {tags}"
+            for child in SCHEMA_ORDER[name]:
+                if child.startswith("!"):
+                    assert child[1:] in tags, f"{name} lacks {child[1:]}"
+    assert {"wmts:Layer", "wmts:TileMatrixSet", "wmts:ResourceURL", "ows:BoundingBox",
+            "wmts:TileMatrixSetLimits", "wmts:ServiceMetadataURL"} <= seen  # fmt: skip
+    for corner in root.iter(f"{{{OWS_NS}}}LowerCorner"):
+        assert len([float(v) for v in corner.text.split()]) == 2
+    for tag in ("ScaleDenominator", "TileWidth", "MatrixWidth", "MinTileRow", "MaxTileCol"):
+        for value in root.iter(f"{{{WMTS_NS}}}{tag}"):
+            assert float(value.text) >= 0
