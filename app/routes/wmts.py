@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from app.context import Context, get_context
-from app.errors import STATUS_CODES, MapcascadeError
+from app.errors import STATUS_CODES, MapcascadeError, documented
 from app.routes.meta import public_base_url
 from app.routes.tiles import serve_tile
 from app.tiles import TileOutOfRange
@@ -35,10 +35,15 @@ PNG: dict[str, Any] = {
     "content": {"image/png": {}},
     "description": "A 256x256 PNG tile, as /tiles answers it",
 }
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {**XML, "description": "OWS ExceptionReport: a missing or invalid parameter"},
-    404: {**XML, "description": "OWS ExceptionReport: no such layer, matrix or tile (RESTful)"},
-    501: {**XML, "description": "OWS ExceptionReport: operation not supported"},
+# OWS ExceptionReport bodies; 500 stays the JSON of every route (an internal error, logged).
+REPORTS: dict[int | str, dict[str, Any]] = {
+    **documented(),
+    304: {"description": "Not modified (If-None-Match / If-Modified-Since)"},
+    400: {**XML, "description": "ExceptionReport: a missing or invalid parameter"},
+    404: {**XML, "description": "ExceptionReport: no such layer, matrix or tile (RESTful)"},
+    429: {**XML, "description": "ExceptionReport: too many blocks queued for this client"},
+    501: {**XML, "description": "ExceptionReport: operation not supported"},
+    503: {**XML, "description": "ExceptionReport: generation failed; see Retry-After"},
 }
 # OGC 06-121r3: parameter names are case-insensitive; these are the GetTile ones.
 GET_TILE = ("LAYER", "TILEMATRIXSET", "TILEMATRIX", "TILEROW", "TILECOL", "FORMAT")
@@ -65,7 +70,7 @@ async def answering_ows(restful: bool, handler: Callable[[], Awaitable[Response]
 
 
 @router.get(CAPABILITIES_PATH, summary="WMTS 1.0.0 capabilities (RESTful)",
-            response_class=Response, responses={200: XML})  # fmt: skip
+            response_class=Response, responses={**documented(), 200: XML})  # fmt: skip
 async def restful_capabilities(request: Request, ctx: Context = Depends(get_context)) -> Response:
     """Every layer, its GoogleMapsCompatible tile matrix set cut to its zooms and bounds, and
     the RESTful and KVP ways to its tiles. Query parameters are ignored (clients such as OWSLib
@@ -81,7 +86,7 @@ def capabilities_response(request: Request, ctx: Context) -> Response:
     "/wmts/1.0.0/{layer}/{style}/{matrix_set}/{matrix}/{row}/{col}.{ext}",
     summary="WMTS tile (RESTful)",
     response_class=Response,
-    responses={200: PNG, 400: ERRORS[400], 404: ERRORS[404]},
+    responses={**{k: v for k, v in REPORTS.items() if k != 501}, 200: PNG},
 )
 async def restful_tile(request: Request, layer: str, style: str, matrix_set: str, matrix: str,
                        row: str, col: str, ext: str,
@@ -99,7 +104,9 @@ async def restful_tile(request: Request, layer: str, style: str, matrix_set: str
 
 
 @router.get(KVP_PATH, summary="WMTS KVP: GetCapabilities and GetTile", response_class=Response,
-            responses={200: {**PNG, **XML}, **ERRORS})  # fmt: skip
+            responses={**{k: v for k, v in REPORTS.items() if k != 404},
+                       200: {"content": {"image/png": {}, MEDIA_TYPE: {}},
+                             "description": "A tile, or the capabilities"}})  # fmt: skip
 async def kvp(request: Request, ctx: Context = Depends(get_context)) -> Response:
     """`?SERVICE=WMTS&REQUEST=GetCapabilities`, or `?SERVICE=WMTS&REQUEST=GetTile&VERSION=1.0.0
     &LAYER=..&STYLE=default&FORMAT=image/png&TILEMATRIXSET=..&TILEMATRIX=z&TILEROW=y&TILECOL=x`

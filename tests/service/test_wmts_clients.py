@@ -235,3 +235,40 @@ def test_gdal_windows_through_wmts_xyz_and_kvp_equal_the_stored_tiles(live, tmp_
         assert got.shape == (512, 512, 4), name
         assert (got[..., 3] == 255).all(), name
         assert np.array_equal(got[..., :3], expected), name
+
+
+# ------------------------------------------------------------------------ raw HTTP, deployed
+
+NASTY = [
+    "/wmts?SERVICE=WMTS&REQUEST=GetTile&LAYER=%00&TILEMATRIXSET=%ff&TILEMATRIX=1&TILEROW=1"
+    "&TILECOL=1&FORMAT=image/png",
+    "/wmts?SERVICE=WMTS&REQUEST=GetTile&LAYER=seedarea&TILEMATRIXSET=x&TILEMATRIX=%D9%A1%D9%A2"
+    "&TILEROW=%D9%A1&TILECOL=1&FORMAT=image/png",
+    "/wmts?SERVICE=WMTS&REQUEST=" + "G" * 20000,
+    "/wmts?" + "&".join(f"P{i}=1" for i in range(2000)) + "&SERVICE=WMTS",
+    "/wmts?SERVICE=WMTS&REQUEST=GetTile&WAIT=1e309",
+    "/wmts/1.0.0/seedarea/default/GoogleMapsCompatible-19-21/19/%2e%2e/0.png",
+    "/wmts/1.0.0/%00/%00/%00/%00/%00/%00.png",
+    "/wmts/1.0.0/seedarea/default/GoogleMapsCompatible-19-21/19/1/0x1f.png",
+    "/wmts/1.0.0/seedarea/default/GoogleMapsCompatible-19-21/19/1e3/-0.png",
+    "/wmts/1.0.0/seedarea/default/GoogleMapsCompatible-19-21/19/1/1.png?wait=nan",
+]
+
+
+def test_nasty_wmts_requests_get_exception_reports_never_a_server_error(live_api: str) -> None:
+    """`mapcascade api` as deployed: malformed, oversize and encoded input to /wmts answers a
+    4xx ExceptionReport (501 for an unknown REQUEST, as OWS Common says) that echoes no more
+    than a cut of the input."""
+    import httpx
+
+    with httpx.Client(base_url=live_api, timeout=30) as client:
+        for path in NASTY:
+            r = client.get(path)
+            where = f"{path[:80]}: {r.status_code} {r.text[:200]}"
+            assert 400 <= r.status_code < 500 or (
+                r.status_code == 501 and b"OperationNot" in r.content
+            ), where
+            if r.headers["content-type"].startswith("application/xml"):
+                assert b"ExceptionReport" in r.content and len(r.content) < 1000, where
+            else:  # refused before the app: the server's own limits (URL length)
+                assert r.status_code in (414, 431), where
