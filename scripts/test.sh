@@ -7,6 +7,10 @@ scripts/install.sh '.[dev]'
 if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# The export tests open MBTiles with GDAL's tools (Debian gdal-bin); without them they skip.
+if ! command -v gdalinfo >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gdal-bin >/dev/null
+fi
 .venv/bin/ruff check app worker model tests
 .venv/bin/ruff format --check app worker model tests
 exec .venv/bin/python -m pytest -q "$@"
