@@ -198,7 +198,10 @@ def open_archive(source: ArchiveSource) -> TileArchive:
     with _OPEN_LOCK:
         if key not in _OPEN:
             opener = MBTilesArchive if source.type == "mbtiles" else PMTilesArchive
-            _OPEN[key] = opener(source.path)
+            archive = opener(source.path)
+            for stale in [k for k in _OPEN if k[0] == key[0]]:  # the file was replaced
+                del _OPEN[stale]
+            _OPEN[key] = archive
         return _OPEN[key]
 
 

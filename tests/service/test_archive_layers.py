@@ -3,20 +3,26 @@ same headers, TileJSON from the archive's metadata, and clear start-up errors.""
 
 from __future__ import annotations
 
+import random
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from pmtiles.reader import MmapSource, Reader
+from pmtiles.tile import Compression, TileType, zxy_to_tileid
+from pmtiles.writer import write as pmtiles_write
 from pydantic import ValidationError
 from redis import Redis
 from rq import Queue
 
+from app.archive import PMTilesArchive
 from app.export import export_area, plan_export
 from app.main import create_app
 from app.settings import load_layers_file
 from app.store import FileTileStore
+from app.tiles import Block, Tile
 from tests.service.test_export import AREA_TILES, LAYER, fill, tile_png
 from tests.service.test_seed import AREA, LOOPBACK
 
@@ -197,3 +203,49 @@ def _write(path: Path, data: bytes) -> Path:
 def test_a_generated_layer_still_needs_root_zoom_1(tmp_path):
     with pytest.raises(ValidationError, match="root_zoom of a generated layer must be at least"):
         load_layers_file(layers_file(tmp_path, {**LAYER, "root_zoom": 0}))
+
+
+def test_a_large_pmtiles_with_leaf_directories_is_read_as_the_pmtiles_reader_reads_it(tmp_path):
+    """40,000 distinct tiles: the directory no longer fits the root, so lookups go through
+    leaf directories (which our exports of small areas never have)."""
+    path = tmp_path / "big.pmtiles"
+    rng = random.Random(1)
+    grid = sorted(((12, x, y) for x in range(200) for y in range(200)),
+                  key=lambda t: zxy_to_tileid(*t))  # fmt: skip
+    with pmtiles_write(path) as w:
+        for z, x, y in grid:
+            padding = b"." * rng.randint(0, 50)  # irregular lengths: the directory compresses badly
+            w.write_tile(zxy_to_tileid(z, x, y), f"{z}/{x}/{y}.".encode() + padding)
+        w.finalize(
+            {"tile_type": TileType.PNG, "tile_compression": Compression.NONE,
+             "min_lon_e7": 0, "min_lat_e7": 0, "max_lon_e7": 10**7, "max_lat_e7": 10**7,
+             "center_zoom": 12, "center_lon_e7": 0, "center_lat_e7": 0}, {},
+        )  # fmt: skip
+    archive = PMTilesArchive(path)
+    assert archive.header["leaf_directory_length"] > 0
+    with path.open("rb") as f:
+        reader = Reader(MmapSource(f))
+        for z, x, y in grid[::97]:
+            data = archive.get(Tile(x, y, z))
+            assert data == reader.get(z, x, y)
+            assert data is not None and data.startswith(f"{z}/{x}/{y}.".encode())
+    assert archive.get(Tile(250, 250, 12)) is None
+
+
+def test_a_replaced_archive_is_served_anew(client, archives, tmp_path):
+    z19 = next(t for t in AREA_TILES if t.z == 19)
+    url = f"/tiles/offline-pmtiles/{z19.z}/{z19.x}/{z19.y}.png"
+    before = client.get(url)
+    assert before.content == tile_png(z19)
+    # Another export of a store where the tile differs replaces the file (as --force does).
+    other = tmp_path / "other"
+    store = FileTileStore(other)
+    block = next(b for b in {Block.of("seedarea", t) for t in AREA_TILES if t.z == 19})
+    store.put_block(block, [tile_png(Tile(0, 0, 0))] * 4, {"model": "test"})
+    plan = plan_export(load_layers_file(layers_file(tmp_path, LAYER)).layers[0], tuple(AREA),
+                       19, 19, 1000)  # fmt: skip
+    export_area(store, plan, archives["pmtiles"], "pmtiles", force=True)
+    after = client.get(url)
+    assert after.status_code == 200
+    assert after.content == tile_png(Tile(0, 0, 0)) != before.content
+    assert after.headers["etag"] != before.headers["etag"]
