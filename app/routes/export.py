@@ -100,7 +100,8 @@ class Exports:
     def path(self, export_id: str, fmt: str) -> Path:
         return self.folder / f"{export_id}.{fmt}"
 
-    def start(self, plan: ExportPlan, fmt: Format) -> str:
+    def start(self, plan: ExportPlan, fmt: Format) -> dict[str, str]:
+        """Start an export; its record as created (the thread may be ahead of it already)."""
         inventory = take_inventory(self.store, plan)  # an empty area is refused now, not later
         with self._guard:
             running = [t for t in self.threads.values() if t.is_alive()]
@@ -127,7 +128,7 @@ class Exports:
             )  # fmt: skip
             self.threads[export_id] = thread
             thread.start()
-        return export_id
+        return {k: str(v) for k, v in record.items()}
 
     def _run(self, export_id: str, plan: ExportPlan, fmt: Format, inventory: Inventory) -> None:
         key = record_key(export_id)
@@ -247,8 +248,7 @@ async def create_export(
     plan = plan_export(
         layer, (west, south, east, north), int(low), int(high), ctx.settings.max_export_tiles
     )
-    export_id = await run_in_threadpool(exports.start, plan, body.format)
-    rec = await run_in_threadpool(exports.record, export_id)
+    rec = await run_in_threadpool(exports.start, plan, body.format)
     status = describe(rec, public_base_url(request, ctx))
     response.headers["Location"] = status["status_url"]
     return status

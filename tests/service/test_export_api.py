@@ -108,10 +108,13 @@ def test_every_export_call_needs_the_admin_token(client, store, headers, status)
 
 
 def test_without_a_token_exports_are_refused_off_loopback(make_settings):
+    spoofed = {"X-Forwarded-For": "127.0.0.1", "X-Real-IP": "127.0.0.1"}
     with TestClient(create_app(make_settings([LAYER]))) as c:  # testclient: not loopback
-        r = c.post("/export", json=BODY)
-    assert r.status_code == 403
-    assert "admin calls are accepted from loopback only" in r.json()["error"]
+        for headers in ({}, spoofed):
+            r = c.post("/export", json=BODY, headers=headers)
+            assert r.status_code == 403
+            assert "admin calls are accepted from loopback only" in r.json()["error"]
+            assert c.get("/export/0123456789abcdef", headers=headers).status_code == 403
 
 
 @pytest.mark.parametrize(
