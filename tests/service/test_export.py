@@ -10,9 +10,12 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import mercantile
 import numpy as np
 import pytest
@@ -20,12 +23,14 @@ from click.testing import CliRunner
 from PIL import Image
 from pmtiles.reader import MmapSource, Reader, all_tiles
 from pmtiles.tile import Compression, TileType
+from redis import Redis
 
 from app.cli import main as cli
 from app.export import ExportFailed, export_area, plan_export
 from app.store import FileTileStore
 from app.tiles import Block, Tile
 from tests.service.test_seed import AREA, SEED_LAYER
+from tests.service.test_seed_cli import server  # noqa: F401 - a live API on loopback
 
 BBOX = ",".join(map(str, AREA))
 LAYER = {**SEED_LAYER, "title": "Seed area", "attribution": "Imagery OAM CC-BY 4.0"}
@@ -302,3 +307,30 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_file(settings, store, tiny_d
     with pytest.raises(ExportFailed, match="no space left"):
         export_area(store, plan, out, fmt)
     assert leftovers(tiny_disk) == []
+
+
+def test_export_seed_that_ends_cancelled_exports_nothing(settings, server, out_dir):  # noqa: F811
+    """No worker runs: the seed waits until the operator cancels it from another terminal."""
+    redis = Redis.from_url(settings.redis_url)
+
+    def cancel_when_submitted() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            ids = [m.decode() for m in redis.zrange("mapcascade:seeds", 0, -1)]
+            if ids:
+                time.sleep(0.3)
+                httpx.delete(f"{server}/seed/{ids[0]}")  # loopback: admin without a token
+                return
+            time.sleep(0.05)
+
+    canceller = threading.Thread(target=cancel_when_submitted)
+    canceller.start()
+    out = out_dir / "area.mbtiles"
+    result = run(settings, "--bbox", BBOX, "--zooms", "19-21", "--seed", "--url", server,
+                 "--interval", "0.1", str(out))  # fmt: skip
+    canceller.join()
+    redis.close()
+    assert result.exit_code == 1, result.output
+    assert "seed " in result.stdout and "cancelled: 0/21 tiles done" in result.stdout
+    assert "the seed ended cancelled: nothing exported" in result.output
+    assert leftovers(out_dir) == []
