@@ -104,7 +104,8 @@ class Exports:
         """Start an export; its record as created (the thread may be ahead of it already)."""
         inventory = take_inventory(self.store, plan)  # an empty area is refused now, not later
         with self._guard:
-            running = [t for t in self.threads.values() if t.is_alive()]
+            self.threads = {i: t for i, t in self.threads.items() if t.is_alive()}
+            running = list(self.threads.values())
             limit = self.settings.max_concurrent_exports
             if len(running) >= limit:
                 raise TooManyPending(
