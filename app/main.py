@@ -16,7 +16,7 @@ from app.auth import HostCheck
 from app.context import Context
 from app.errors import add_exception_handlers
 from app.metrics import RequestMetricsMiddleware
-from app.routes import events, meta, seed, tiles, wmts
+from app.routes import events, export, meta, seed, tiles, wmts
 from app.settings import Settings
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.context = context
-    routers = (tiles.router, meta.router, events.router, seed.router, wmts.router)
+    routers = (tiles.router, meta.router, events.router, seed.router, export.router, wmts.router)
     for router in routers:
         app.include_router(router)
     add_exception_handlers(app)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.archive import ArchiveError, ArchiveSource, open_archive
 from app.imagery_config import DirImageryConfig, ImageryConfig, WorldImageryConfig
 
 MAX_LAT = 85.0511287798066
@@ -22,14 +23,16 @@ BANEPA_BOUNDS = (85.5140, 27.6280, 85.5290, 27.6390)
 
 
 class Layer(BaseModel):
-    """One generated map layer: where its imagery comes from, where and at which zooms it exists."""
+    """One map layer: generated from its imagery, where and at which zooms it exists; or
+    read-only from an MBTiles/PMTiles archive (`source`), which never queues work."""
 
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
     title: str = ""
     attribution: str = ""
-    imagery: ImageryConfig
+    imagery: ImageryConfig | None = None
+    source: ArchiveSource | None = None
     bounds: tuple[float, float, float, float] = (-180.0, -MAX_LAT, 180.0, MAX_LAT)
-    root_zoom: Annotated[int, Field(ge=1, le=24)]  # generated without a reference
+    root_zoom: Annotated[int, Field(ge=0, le=24)]  # generated without a reference
     max_zoom: Annotated[int, Field(ge=1, le=24)]
     model: str = "tiny"
     reference_span: Literal[2, 4] = 4
@@ -50,8 +53,30 @@ class Layer(BaseModel):
             raise ValueError(f"bounds need -{MAX_LAT:.4f} <= south < north <= {MAX_LAT:.4f}")
         return b
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_archive(cls, data: Any, info: ValidationInfo) -> Any:
+        """An archive layer takes its zooms, bounds, title and attribution from the archive's
+        metadata where the layers file does not set them; the file is checked here, at start-up."""
+        if not isinstance(data, dict) or data.get("source") is None:
+            return data
+        if data.get("imagery") is not None:
+            raise ValueError("give either imagery (a generated layer) or source (an archive)")
+        source = ArchiveSource.model_validate(data["source"], context=info.context)
+        try:
+            meta = open_archive(source).info
+        except ArchiveError as e:
+            raise ValueError(f"source.path: {e}") from None
+        defaults = {"root_zoom": meta.minzoom, "max_zoom": meta.maxzoom, "bounds": meta.bounds,
+                    "title": meta.name, "attribution": meta.attribution}  # fmt: skip
+        return {**defaults, **data, "source": source}
+
     @model_validator(mode="after")
     def _check_zooms(self) -> Layer:
+        if self.source is None and self.imagery is None:
+            raise ValueError("a layer needs imagery (generated) or source (an archive)")
+        if self.source is None and self.root_zoom < 1:
+            raise ValueError("root_zoom of a generated layer must be at least 1")
         if self.max_zoom < self.root_zoom:
             raise ValueError(f"max_zoom {self.max_zoom} is below root_zoom {self.root_zoom}")
         return self
@@ -141,6 +166,8 @@ class Settings(BaseSettings):
     failure_cooldown: int = 60  # seconds a failed block answers 503 before a miss retries it
     max_outstanding_per_client: int = 16  # anonymous clients' queued blocks, beyond: 429
     max_seed_tiles: int = 200_000
+    max_export_tiles: int = 200_000  # tiles one export may cover (POST /export and the CLI)
+    max_concurrent_exports: int = 2  # POST /export jobs running at once per API process
     max_event_viewers: int = 5000  # /events streams per API process, beyond: 503
     device: str = "cpu"
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"

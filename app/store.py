@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -107,6 +107,20 @@ class FileTileStore:
         if tile.z > 0:
             _unlink(self.meta_path(Block.of(layer, tile)))
         return removed
+
+    def tiles_in(self, layer: str, rect: TileRect) -> Iterator[Tile]:
+        """The stored tiles inside a rectangle, visiting only existing folders (an area can
+        span far more tiles than were ever generated)."""
+        folder = self.root / layer / str(rect.z)
+        if not folder.is_dir():
+            return
+        for column in os.scandir(folder):
+            if not (column.name.isdigit() and rect.x0 <= int(column.name) <= rect.x1):
+                continue
+            for entry in os.scandir(column.path):
+                stem = entry.name.removesuffix(".png")
+                if stem != entry.name and stem.isdigit() and rect.y0 <= int(stem) <= rect.y1:
+                    yield Tile(int(column.name), int(stem), rect.z)
 
     def delete_blocks(self, layer: str, areas: Iterable[TileRect]) -> Removed:
         tiles = blocks = 0

@@ -3,13 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh '.[dev]'
-# The browser tests drive Debian's Chromium; without it they skip and say so.
-if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-fi
-# The GIS client tests drive GDAL's gdal_translate; without it they skip and say so.
-if ! command -v gdal_translate >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gdal-bin >/dev/null
+# Real clients the tests drive: Debian's Chromium (browser tests) and GDAL (WMTS, XYZ and
+# MBTiles reads); where they cannot be installed those tests skip and say why.
+missing=""
+command -v chromium >/dev/null || missing="$missing chromium"
+command -v gdal_translate >/dev/null || missing="$missing gdal-bin"
+if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 .venv/bin/ruff check app worker model tests
 .venv/bin/ruff format --check app worker model tests

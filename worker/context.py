@@ -41,6 +41,8 @@ class WorkerContext:
 
     def source(self, layer: Layer) -> ImagerySource:
         if layer.name not in self._sources:
+            if layer.imagery is None:  # an archive layer: served read-only, never generated
+                raise ValueError(f"layer {layer.name!r} is served from an archive, not generated")
             self._sources[layer.name] = open_source(layer.imagery)
         return self._sources[layer.name]
 

@@ -16,6 +16,7 @@ COMMANDS = {
     "worker": ("app.cli.serve", "worker", "Run one generation worker."),
     "seed": ("app.cli.seed", "seed", "Pre-generate a bounding box over a zoom range."),
     "truncate": ("app.cli.seed", "truncate", "Remove tiles (and their descendants)."),
+    "export": ("app.cli.export", "export", "Write stored tiles to an MBTiles or PMTiles file."),
     "generate": ("app.cli.generate", "generate", "Run the generator on one image."),
     "dataset": ("app.cli.dataset", "dataset", "Build training sets."),
     "eval": ("app.cli.evaluate", "evaluate", "Evaluate a model on a held-out area."),

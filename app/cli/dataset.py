@@ -62,7 +62,13 @@ def _imagery_config(inline: str | None, layer_ref: str | None) -> ImageryConfig:
         raise click.BadParameter(
             f"{path} has no layer {name!r} ({known})", param_hint="--imagery-layer"
         )
-    return found[0].imagery
+    imagery = found[0].imagery
+    if imagery is None:
+        raise click.BadParameter(
+            f"layer {name!r} of {path} is served from an archive: it has no imagery",
+            param_hint="--imagery-layer",
+        )
+    return imagery
 
 
 @dataset.command()

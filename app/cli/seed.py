@@ -80,31 +80,43 @@ def seed(
     detach: bool, interval: float,
 ) -> None:  # fmt: skip
     """Pre-generate a bounding box over a zoom range, showing progress until it is done."""
-    console = Console(stderr=True)
     with client(url, token) as http:
-        created = call(http, "POST", "/seed", json=area_body(bbox, zooms, layer))
-        seed_id = created["id"]
-        click.echo(
-            f"seed {seed_id}: {created['tiles']} tiles in {created['blocks']} blocks of layer "
-            f"{created['layer']}, zooms {created['minzoom']}-{created['maxzoom']}"
-        )
+        created = submit_seed(http, bbox, zooms, layer)
         if detach:
             click.echo(created["status_url"])
             return
-        try:
-            status = follow(http, seed_id, created["tiles"], interval, console)
-        except KeyboardInterrupt:
-            click.echo(f"\nstopped watching; seed {seed_id} goes on on the server.", err=True)
-            click.echo(f"cancel it with: curl -X DELETE {url.rstrip('/')}/seed/{seed_id}", err=True)
-            raise SystemExit(130) from None
+        status = watch_seed(http, created, url, interval)
+    if status["status"] != "done":
+        raise SystemExit(1)
+
+
+def submit_seed(
+    http: httpx.Client, bbox: list[float], zooms: tuple[int, int], layer: str | None
+) -> dict:
+    created = call(http, "POST", "/seed", json=area_body(bbox, zooms, layer))
+    click.echo(
+        f"seed {created['id']}: {created['tiles']} tiles in {created['blocks']} blocks of layer "
+        f"{created['layer']}, zooms {created['minzoom']}-{created['maxzoom']}"
+    )
+    return created
+
+
+def watch_seed(http: httpx.Client, created: dict, url: str, interval: float) -> dict:
+    """Follow a submitted seed with a progress bar to its end; print and return its status."""
+    seed_id = created["id"]
+    try:
+        status = follow(http, seed_id, created["tiles"], interval, Console(stderr=True))
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped watching; seed {seed_id} goes on on the server.", err=True)
+        click.echo(f"cancel it with: curl -X DELETE {url.rstrip('/')}/seed/{seed_id}", err=True)
+        raise SystemExit(130) from None
     tiles = status["tiles"]
     click.echo(
         f"seed {seed_id} {status['status']}: {tiles['done']}/{tiles['total']} tiles done "
         f"({tiles['generated']} generated, {tiles['skipped']} already there), "
         f"{tiles['failed']} failed"
     )
-    if status["status"] != "done":
-        raise SystemExit(1)
+    return status
 
 
 def follow(http: httpx.Client, seed_id: str, total: int, interval: float, console: Console) -> dict:

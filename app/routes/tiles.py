@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
+from app.archive import archive_tile
 from app.auth import has_admin_token
 from app.cascade import BlockState, RateLimited, State
 from app.context import Context, get_context
@@ -152,7 +153,12 @@ async def serve_tile(
     wait: float | None,
 ) -> Response:
     tile = tile_in_layer(layer, z, x, y, fmt)
-    stored = ctx.store.get(layer.name, tile)
+    if layer.source is not None:  # read-only: served from the archive, never generated
+        stored = archive_tile(layer.source, tile)
+        if stored is None:
+            raise NotFound(f"tile {z}/{x}/{y} is not in the archive of layer {layer.name!r}")
+    else:
+        stored = ctx.store.get(layer.name, tile)
     if stored is not None:
         ctx.metrics.cache.labels("hit").inc()
         return final_response(request, ctx, stored, "HIT")

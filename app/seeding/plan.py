@@ -90,6 +90,11 @@ def check_area(layer: Layer, bbox: BBox, minzoom: int, maxzoom: int) -> BBox:
 
 
 def plan_seed(layer: Layer, bbox: BBox, minzoom: int, maxzoom: int, max_tiles: int) -> SeedPlan:
+    if layer.source is not None:
+        raise InvalidRequest(
+            f"layer {layer.name!r} is read-only (served from {layer.source.type} archive "
+            f"{layer.source.path.name}): it is never generated"
+        )
     plan = SeedPlan(layer.name, check_area(layer, bbox, minzoom, maxzoom), minzoom, maxzoom)
     if plan.tiles > max_tiles:
         raise InvalidRequest(
