@@ -249,3 +249,19 @@ def test_a_replaced_archive_is_served_anew(client, archives, tmp_path):
     assert after.status_code == 200
     assert after.content == tile_png(Tile(0, 0, 0)) != before.content
     assert after.headers["etag"] != before.headers["etag"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_wmts_offers_the_archive_layer_and_serves_its_tiles(client, fmt):
+    """An exported area served back offline is a WMTS layer like any other."""
+    caps = client.get("/wmts/1.0.0/WMTSCapabilities.xml")
+    assert caps.status_code == 200
+    assert f"<ows:Identifier>offline-{fmt}</ows:Identifier>" in caps.text
+    tile = next(t for t in AREA_TILES if t != MISSING and t.z == 20)
+    r = client.get("/wmts", params={
+        "SERVICE": "WMTS", "REQUEST": "GetTile", "VERSION": "1.0.0", "LAYER": f"offline-{fmt}",
+        "STYLE": "default", "TILEMATRIXSET": "GoogleMapsCompatible-19-21", "TILEMATRIX": "20",
+        "TILEROW": str(tile.y), "TILECOL": str(tile.x), "FORMAT": "image/png",
+    })  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.content == tile_png(tile)
