@@ -69,4 +69,8 @@ def mount_pages(app: FastAPI) -> None:
     async def openlayers() -> FileResponse:
         return FileResponse(STATIC_DIR / "openlayers.html")
 
+    @app.get("/maplibre", include_in_schema=False)
+    async def maplibre() -> FileResponse:
+        return FileResponse(STATIC_DIR / "maplibre.html")
+
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")

@@ -1,5 +1,5 @@
-// Shared by the Leaflet and OpenLayers pages: TileJSON loading, tile fetching that
-// knows whether a tile is still being generated, and the live "block ready" feed.
+// Shared by the Leaflet, OpenLayers and MapLibre pages: TileJSON loading, tile fetching
+// that knows whether a tile is still being generated, and the live "block ready" feed.
 // Every URL is relative to the page so the viewer works behind a proxy prefix.
 (function (global) {
   "use strict";
@@ -116,17 +116,22 @@
     }
   }
 
+  // Fetches a tile: resolves to {state: "pending" or "final", blob}. fetch() rather
+  // than img.src so that X-Tile-Status is visible; the HTTP cache applies all the same.
+  async function fetchTile(url, signal) {
+    const res = await fetch(url, { signal: signal });
+    if (!res.ok) throw new Error("tile " + res.status);
+    const state = res.headers.get("X-Tile-Status") === "pending" ? "pending" : "final";
+    return { state: state, blob: await res.blob() };
+  }
+
   // Fetches a tile into an <img> and resolves to "pending" or "final", or to null
   // when a newer load for the same owner (the <img>, or the map's tile object)
-  // superseded this one. fetch() rather than img.src so that X-Tile-Status is
-  // visible; the HTTP cache applies all the same.
+  // superseded this one.
   async function loadTileInto(img, url, owner) {
     owner = owner || img;
     const token = (owner.mcLoad = (owner.mcLoad || 0) + 1);
-    const res = await fetch(url);
-    if (!res.ok) throw new Error("tile " + res.status);
-    const state = res.headers.get("X-Tile-Status") === "pending" ? "pending" : "final";
-    const blob = await res.blob();
+    const { state, blob } = await fetchTile(url);
     if (token !== owner.mcLoad) return null;
     const blobUrl = URL.createObjectURL(blob);
     try {
@@ -213,7 +218,7 @@
         // only tiles not yet final are reloaded, so a stray event costs little.
         if (opts.layer && layer !== opts.layer) return;
         stats.events += 1;
-        if (opts.onBlock) opts.onBlock();
+        if (opts.onBlock) opts.onBlock(tiles);
         reload(tiles.map(function (t) { return t[0] + "/" + t[1] + "/" + t[2]; }), "eventReloads");
       },
       function () { reload(states.pending(), "retryReloads"); },
@@ -227,6 +232,7 @@
     loadTileJSON: loadTileJSON,
     tileUrl: tileUrl,
     cacheBusted: cacheBusted,
+    fetchTile: fetchTile,
     loadTileInto: loadTileInto,
     TileStates: TileStates,
     statusLine: statusLine,

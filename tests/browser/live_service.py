@@ -27,6 +27,17 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# MapLibre GL draws with WebGL: with no GPU, Chromium's software WebGL (SwiftShader through ANGLE),
+# which recent Chromium enables only when asked.
+WEBGL_ARGS = [
+    *(a for a in CHROMIUM_ARGS if a != "--disable-gpu"),
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
+WEBGL_CHECK = (
+    "(() => { const c = document.createElement('canvas');"
+    " return !!(c.getContext('webgl2') || c.getContext('webgl')); })()"
+)
 
 
 def free_port() -> int:

@@ -313,7 +313,8 @@ def test_a_malformed_if_modified_since_is_ignored_not_a_500(client, store, since
 
 
 @pytest.mark.parametrize("path", ["/health", "/tiles.json", "/kampala/tiles.json", "/layers",
-                                  "/metrics", "/ready", "/", "/openlayers", "/seed"])  # fmt: skip
+                                  "/metrics", "/ready", "/", "/openlayers", "/maplibre",
+                                  "/seed"])  # fmt: skip
 def test_head_is_answered_on_every_get_route(client, path):
     get, head = client.get(path), client.head(path)
     assert head.status_code == get.status_code != 405
