@@ -1,8 +1,10 @@
-"""The README screenshots: the Leaflet page of a fresh `mapcascade serve` (default demo layer,
-or `--layer banepa`), taken once every tile on screen is final.
+"""The README screenshots: a viewer page (Leaflet, or `--page openlayers|maplibre`) of a fresh
+`mapcascade serve` (default demo layer, or `--layer banepa`), taken once every tile on screen is
+final.
 
     .venv/bin/python tests/browser/screenshot.py docs/img/leaflet.png
     .venv/bin/python tests/browser/screenshot.py --layer banepa --opacity 70 docs/img/banepa.png
+    .venv/bin/python tests/browser/screenshot.py --page maplibre docs/img/maplibre.png
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from live_service import CHROMIUM, CHROMIUM_ARGS, serve
+from live_service import CHROMIUM, CHROMIUM_ARGS, WEBGL_ARGS, serve
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=300, help="seconds for the tiles to finish")
     ap.add_argument("--layer", help="layer to show (default: the default layer)")
     ap.add_argument("--opacity", type=int, default=100, help="map over imagery, 0-100")
+    ap.add_argument("--page", choices=["", "openlayers", "maplibre"], default="", help="viewer")
     args = ap.parse_args()
 
     with (
@@ -35,10 +38,11 @@ def main() -> None:
         serve(Path(tmp) / "data") as base,
         sync_playwright() as pw,
     ):
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium_args = WEBGL_ARGS if args.page == "maplibre" else CHROMIUM_ARGS
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args)
         try:
             page = browser.new_page(viewport={"width": args.width, "height": args.height})
-            page.goto(base + "/" + (f"?layer={args.layer}" if args.layer else ""))
+            page.goto(base + "/" + args.page + (f"?layer={args.layer}" if args.layer else ""))
             deadline = time.monotonic() + args.timeout
             # Final everywhere, twice in a row (a new tile may start loading in between).
             calm = 0
