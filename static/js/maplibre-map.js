@@ -107,7 +107,9 @@
       attributionControl: { compact: false },
     });
   } catch (err) {
-    status.error("MapLibre GL cannot start (" + err.message + "); the Leaflet page needs no WebGL");
+    console.error(err);
+    status.error("MapLibre GL needs WebGL, which this browser does not give it: " +
+      "the Leaflet and OpenLayers pages do without");
     return;
   }
   map.touchZoomRotate.disableRotation();

@@ -190,3 +190,16 @@ def test_maplibre_page_refreshes_pending_tiles_compares_and_switches_layer(
             assert page_errors == []
         finally:
             browser.close()
+
+        # Without WebGL the page says so and points to the other viewers.
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=[*WEBGL_ARGS, "--disable-webgl"]
+        )
+        try:
+            page = browser.new_page()
+            assert not page.evaluate(WEBGL_CHECK)
+            page.goto(service + "/maplibre")
+            page.wait_for_selector("#status.error")
+            assert page.inner_text("#status").startswith("MapLibre GL needs WebGL")
+        finally:
+            browser.close()
