@@ -67,6 +67,8 @@ def test_switch_to_the_real_layer_and_compare_map_with_imagery(
             assert parse_qs(urlsplit(page.url).query) == {"layer": ["kampala"]}
             assert urlsplit(page.url).path == page_path
             page.wait_for_function("window.mapcascadeViewer !== undefined")
+            # The switcher is filled from /layers after the viewer starts.
+            page.wait_for_function("document.querySelectorAll('#layer option').length == 2")
             assert page.eval_on_selector("#layer", "s => s.value") == "kampala"
 
             # Its map tiles become final, and the imagery they were drawn from appears under

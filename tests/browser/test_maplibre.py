@@ -170,6 +170,8 @@ def test_maplibre_page_refreshes_pending_tiles_compares_and_switches_layer(
             assert urlsplit(page.url).path == "/maplibre"
             assert parse_qs(urlsplit(page.url).query) == {"layer": ["kampala"]}
             page.wait_for_function("window.mapcascadeViewer !== undefined")
+            # The switcher is filled from /layers after the viewer starts.
+            page.wait_for_function("document.querySelectorAll('#layer option').length == 2")
             assert page.eval_on_selector("#layer", "s => s.value") == "kampala"
             page.wait_for_function(
                 "document.querySelector('.maplibregl-ctrl-attrib')"
