@@ -24,8 +24,7 @@ from model.codec import PatchCodec
 from model.configs import Components
 from model.mfencoder import MFEncoder
 from model.pipeline import MapPipeline
-from model.reference import BLOCK_SIZE
-from model.request import BlockRequest
+from model.request import BLOCK_SIZE, BlockRequest
 from model.scale_encoder import ScaleEncoder
 from model.schedulers import SCHEDULER_NAMES
 from model.sfadapter import SFAdapter

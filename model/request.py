@@ -8,6 +8,8 @@ from PIL import Image
 
 from model.scale import ScaleInfo
 
+BLOCK_SIZE = 512  # px of a block: the 2x2 tiles of one zoom the generator draws at once
+
 
 @dataclass(frozen=True)
 class BlockRequest:

@@ -22,6 +22,7 @@ from PIL import Image
 
 from app.tiles import TILE_SIZE, Tile
 from model import Generator, metrics
+from model.request import BLOCK_SIZE
 from worker import blocks
 from worker.dataset import open_site
 from worker.imagery import ImagerySource
@@ -143,7 +144,7 @@ def run_cascade(
         else:  # no imagery: nothing generated, nothing scored, no truth to render
             truth = np.zeros((512, 512, 3), np.uint8)
             known = np.full((512, 512), UNKNOWN, np.uint8)
-        ref, cut = None, slice(margin, margin + blocks.BLOCK_SIZE)  # the block inside its frame
+        ref, cut = None, slice(margin, margin + BLOCK_SIZE)  # the block inside its frame
         if drawn.reference.image is not None:
             ref = np.asarray(drawn.reference.image.convert("RGB"))[cut, cut]
         valid = imagery.mask & (known > UNKNOWN)
