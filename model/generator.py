@@ -16,18 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
 from PIL import Image
 
 from model import configs
-from model.codec import PatchCodec
-from model.configs import Components
-from model.mfencoder import MFEncoder
+from model.configs import COMPONENT_CLASSES, Components
 from model.pipeline import MapPipeline
 from model.request import BLOCK_SIZE, BlockRequest
-from model.scale_encoder import ScaleEncoder
 from model.schedulers import SCHEDULER_NAMES
-from model.sfadapter import SFAdapter
 
 __all__ = ["BlockRequest", "Generator", "model_id_of"]
 
@@ -35,13 +30,6 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "mapcascade-generator"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_MODULE_CLASSES = {
-    "unet": (UNet2DConditionModel,),
-    "vae": (AutoencoderKL, PatchCodec),
-    "mfencoder": (MFEncoder,),
-    "sfadapter": (SFAdapter,),
-    "scale_encoder": (ScaleEncoder,),
-}
 
 
 def model_id_of(name: str, modules: dict[str, torch.nn.Module]) -> str:
@@ -99,14 +87,7 @@ class Generator:
         scheduler: str | None = None,
         batch_invariant: bool | None = None,
     ) -> Generator:
-        pipeline = MapPipeline(
-            components.unet,
-            components.vae,
-            components.mfencoder,
-            components.sfadapter,
-            components.scale_encoder,
-            components.prediction_type,
-        )
+        pipeline = MapPipeline(**components.modules(), prediction_type=components.prediction_type)
         model_id = model_id_of(components.name, pipeline.modules())
         pipeline.to(device, _torch_dtype(dtype))
         logger.info("loaded generator %s on %s (%s)", model_id, device, dtype)
@@ -130,14 +111,11 @@ class Generator:
         scheduler: str | None = None,
         batch_invariant: bool | None = None,
     ) -> Generator:
-        """Load "tiny", "sd21", "demo" or a checkpoint folder written by save_pretrained."""
+        """Load a configuration of `configs.REGISTRY` ("demo", "tiny", "sd21") or a checkpoint
+        folder written by save_pretrained."""
         _torch_dtype(dtype)  # fail before building anything large
-        if name_or_path == "tiny":
-            components = configs.build_tiny()
-        elif name_or_path == "sd21":
-            components = configs.build_sd21()
-        elif name_or_path == "demo":
-            components = load_components(configs.demo_weights_dir())
+        if name_or_path in configs.REGISTRY:
+            components = configs.REGISTRY[name_or_path].load()
         elif Path(name_or_path).is_dir():
             components = load_components(Path(name_or_path))
         else:
@@ -188,7 +166,7 @@ def load_components(directory: Path) -> Components:
         key: _module_class(directory / key, classes).from_pretrained(
             directory / key, low_cpu_mem_usage=False
         )
-        for key, classes in _MODULE_CLASSES.items()
+        for key, classes in COMPONENT_CLASSES.items()
     }
     return Components(
         name=meta["name"],
