@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -64,7 +65,7 @@ class Components:
     scheduler: str
     prediction_type: str = "epsilon"  # what the UNet predicts (model/schedulers.py)
 
-    def modules(self) -> dict[str, torch.nn.Module]:
+    def modules(self) -> dict[str, Any]:  # name -> its module, in COMPONENTS order
         return {key: getattr(self, key) for key in COMPONENTS}
 
 
@@ -158,12 +159,13 @@ def build_tiny() -> Components:
 # Its latent is the lossless factor-4 patch codec (model/codec.py): 128x128x48 for a 512 block,
 # standardised with the colour statistics of the training maps. The UNet and MFEncoder stay
 # narrow at full latent resolution and put attention only on the two coarsest levels.
+DEMO_FACTOR = 4  # pixels per latent cell along each side
 DEMO_CODEC = {
-    "factor": 4,
+    "factor": DEMO_FACTOR,
     "mean": (0.7662, 0.7426, 0.6743),
     "std": (0.1460, 0.1402, 0.1912),
 }
-DEMO_LATENT_CHANNELS = 3 * DEMO_CODEC["factor"] ** 2
+DEMO_LATENT_CHANNELS = 3 * DEMO_FACTOR**2
 DEMO_UNET = {
     "sample_size": 128,
     "in_channels": DEMO_LATENT_CHANNELS,

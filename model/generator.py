@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ CHECKPOINT_FORMAT = "mapcascade-generator"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def model_id_of(name: str, modules: dict[str, torch.nn.Module]) -> str:
+def model_id_of(name: str, modules: Mapping[str, Any]) -> str:  # name -> diffusers model
     """name + 8 hex digits of a hash over every module's config and fp32 weights."""
     digest = hashlib.blake2b(digest_size=4)
     for key in sorted(modules):
@@ -45,7 +46,8 @@ def model_id_of(name: str, modules: dict[str, torch.nn.Module]) -> str:
             data = tensor.detach().to("cpu")
             if data.is_floating_point():
                 data = data.float()
-            digest.update(np.ascontiguousarray(data.numpy()).view(np.uint8))
+            # numpy's stubs lack the buffer protocol on 3.11; the array is one (no copy made).
+            digest.update(np.ascontiguousarray(data.numpy()).view(np.uint8))  # type: ignore[arg-type]
     return f"{name}-{digest.hexdigest()}"
 
 
@@ -180,7 +182,7 @@ def load_components(directory: Path) -> Components:
 
 def write_checkpoint(
     directory: Path,
-    modules: dict[str, torch.nn.Module],
+    modules: Mapping[str, Any],
     *,
     name: str,
     steps: int,
@@ -208,7 +210,7 @@ def write_checkpoint(
     return model_id
 
 
-def _module_class(folder: Path, classes: tuple[type, ...]) -> type:
+def _module_class(folder: Path, classes: tuple[type, ...]) -> Any:  # a ModelMixin class
     """The class a module folder was saved from (its config's `_class_name`)."""
     name = json.loads((folder / "config.json").read_text()).get("_class_name")
     for cls in classes:

@@ -97,7 +97,7 @@ def trainable_parameters(config: str, components: Components) -> list[torch.nn.P
     return params + [*components.unet.parameters(), *components.scale_encoder.parameters()]
 
 
-def normalize_latents(vae: torch.nn.Module, maps: torch.Tensor) -> tuple[list[float], list[float]]:
+def normalize_latents(vae: AutoencoderKL, maps: torch.Tensor) -> tuple[list[float], list[float]]:
     """Fold per-channel latent mean/std into quant_conv and post_quant_conv, so the diffusion
     model sees zero-mean unit-variance latents and the pipeline's plain `latents /
     scaling_factor` (no shift) stays right with scaling_factor 1."""
@@ -144,7 +144,7 @@ class Trainer:
         params = trainable_parameters(options.config, self.components)
         for p in params:
             p.requires_grad_(True)
-        self.vae_optimizer = None
+        self.vae_optimizer: torch.optim.AdamW | None = None
         if options.vae_steps > 0:
             if not isinstance(self.components.vae, AutoencoderKL):
                 raise ValueError(
@@ -207,6 +207,7 @@ class Trainer:
         if diffusion:
             optimizer, base, done = self.optimizer, o.lr, self.step - o.vae_steps
         else:
+            assert self.vae_optimizer is not None  # autoencoder steps need one (checked at init)
             optimizer, base, done = self.vae_optimizer, o.vae_lr, self.step
         scale = min(1.0, (done + 1) / max(1, o.warmup))
         if diffusion and o.cooldown:
@@ -217,7 +218,8 @@ class Trainer:
             group["lr"] = base * scale
 
     def _autoencoder_step(self) -> float:
-        o, vae = self.options, self.components.vae
+        o, vae, optimizer = self.options, self.components.vae, self.vae_optimizer
+        assert isinstance(vae, AutoencoderKL) and optimizer is not None  # checked at init
         maps = self.data.map_batch(o.vae_batch_size, o.vae_crop, self.rng).to(self.device)
         posterior = vae.encode(maps).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=self.rng).to(self.device)
@@ -228,10 +230,10 @@ class Trainer:
         # over pixels too). Unscaled, 1e-6 weighs ~50,000x more and the bottleneck turns the
         # maps grey: parks and major roads were lost.
         loss = loss + o.kl_weight * posterior.kl().mean() / maps[0].numel()
-        self.vae_optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        self.vae_optimizer.step()
+        optimizer.step()
         return loss.detach().item()
 
     def diffusion_loss(self, batch: Batch) -> torch.Tensor:

@@ -9,4 +9,5 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
 fi
 .venv/bin/ruff check app worker model tests
 .venv/bin/ruff format --check app worker model tests
+.venv/bin/mypy  # app/, worker/ and model/ (pyproject.toml)
 exec .venv/bin/python -m pytest -q "$@"

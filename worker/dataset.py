@@ -28,7 +28,7 @@ from app.tiles import TILE_SIZE, Block, Tile, parent_of
 from worker.blocks import png_bytes
 from worker.imagery import open_source
 from worker.imagery.base import ImagerySource
-from worker.reference import MissingReference, reference_for, tile_reference
+from worker.reference import MissingReference, Reference, reference_for, tile_reference
 from worker.world import World
 from worker.world.areas import RealSite, get_site
 from worker.world.labels import UNKNOWN, LabelMap, known_where
@@ -37,9 +37,10 @@ from worker.world.noise import hash_unit
 log = logging.getLogger(__name__)
 
 DATASET_VERSION = 2  # 2: knowledge masks
-DIRS_256 = {"rs": "rs_256", "map": "map_256", 2: "ref_scale_2_256", 4: "ref_scale_4_256",
-            "mask": "mask_256"}  # fmt: skip
-DIRS_512 = {"rs": "rs_512", "map": "map_512", 2: "ref_2_512", 4: "ref_4_512", "mask": "mask_512"}
+DIRS_256: dict[str | int, str] = {"rs": "rs_256", "map": "map_256", 2: "ref_scale_2_256",
+                                  4: "ref_scale_4_256", "mask": "mask_256"}  # fmt: skip
+DIRS_512: dict[str | int, str] = {"rs": "rs_512", "map": "map_512", 2: "ref_2_512",
+                                  4: "ref_4_512", "mask": "mask_512"}  # fmt: skip
 
 
 class TileProvider(Protocol):
@@ -114,6 +115,15 @@ def _is_val(tile: Tile, fraction: float) -> bool:
     return bool(hash_unit(tile.z - 2, tile.x >> 2, tile.y >> 2, 77) < fraction)
 
 
+def _images(refs: dict[int, Reference]) -> dict[str | int, Image.Image]:
+    """span -> the reference's image (cut from a stored ancestor, so never None)."""
+    out: dict[str | int, Image.Image] = {}
+    for span, ref in refs.items():
+        assert ref.image is not None
+        out[span] = ref.image
+    return out
+
+
 def _name(tile: Tile) -> str:
     return f"{tile.z}_{tile.x}_{tile.y}.png"
 
@@ -160,10 +170,10 @@ class _Builder:
         if rs is None or mp is None:
             return False
         try:
-            refs = {span: tile_reference(tile, span, self.map_image).image for span in (2, 4)}
+            refs = {span: tile_reference(tile, span, self.map_image) for span in (2, 4)}
         except MissingReference:
             return False
-        images = {"rs": Image.fromarray(rs), "map": Image.fromarray(mp), **refs,
+        images = {"rs": Image.fromarray(rs), "map": Image.fromarray(mp), **_images(refs),
                   "mask": Image.fromarray(self.knowledge(tile))}  # fmt: skip
         for k, p in paths.items():
             if not p.exists():
@@ -180,14 +190,14 @@ class _Builder:
         if any(a is None for a in [*rs, *mp]):
             return False
         try:  # root zoom 0: the data set has every ancestor's truth
-            refs = {span: reference_for(block, 0, span, self.map_image).image for span in (2, 4)}
+            refs = {span: reference_for(block, 0, span, self.map_image) for span in (2, 4)}
         except MissingReference:
             return False
 
         def canvas(parts: list) -> Image.Image:
             return Image.fromarray(np.vstack([np.hstack(parts[:2]), np.hstack(parts[2:])]))
 
-        images = {"rs": canvas(rs), "map": canvas(mp), **refs,
+        images = {"rs": canvas(rs), "map": canvas(mp), **_images(refs),
                   "mask": canvas([self.knowledge(k) for k in block.children])}  # fmt: skip
         for k, p in paths.items():
             if not p.exists():
