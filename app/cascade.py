@@ -79,7 +79,10 @@ class RateLimited(Exception):
         self.limit = limit
 
 
-class Cascade:
+class BlockQueue:
+    """Gets blocks generated: enqueues a block's job and its missing ancestors', bounds
+    anonymous clients, reports a block's state, re-plans after a truncate."""
+
     def __init__(self, redis: Redis, store: TileStore, settings: Settings):
         self.redis = redis
         self.store = store

@@ -1,9 +1,9 @@
 """The SCGM sampling pipeline: encode conditions -> prepare latents -> denoise -> decode.
 
-Every random draw comes from a per-sample CPU torch.Generator seeded with the request's seed, so
-a sample's noise does not depend on its batch mates or the device; with batch_invariant a batch
-of N gives bit-identical images to N single calls. The scheduler works in fp32 whatever the
-model dtype.
+Every random draw comes from a per-sample CPU torch.Generator seeded with the request's noise
+seed, so a sample's noise does not depend on its batch mates or the device; with
+batch_invariant a batch of N gives bit-identical images to N single calls. The scheduler works
+in fp32 whatever the model dtype.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ class MapPipeline:
             return []
         if batch_invariant and len(requests) > 1:
             return [self([r], steps, scheduler)[0] for r in requests]
-        generators = [sample_generator(r.seed) for r in requests]
+        generators = [sample_generator(r.noise_seed) for r in requests]
         conditions = self.encode_conditions(requests)
         noise_scheduler = make_scheduler(scheduler, steps, self.prediction_type)
         height, width = requests[0].imagery.size[::-1]
@@ -215,7 +215,7 @@ class MapPipeline:
         def noise(r: BlockRequest, g: torch.Generator) -> torch.Tensor:
             if r.origin is None:
                 return torch.randn(shape, generator=g)
-            return anchored_noise(r.seed, r.scale.zoom, r.origin, shape[1:], factor)
+            return anchored_noise(r.noise_seed, r.scale.zoom, r.origin, shape[1:], factor)
 
         draws = [noise(r, g) for r, g in zip(requests, generators, strict=True)]
         return torch.cat(draws).to(self.device) * scheduler.init_noise_sigma

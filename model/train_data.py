@@ -208,7 +208,7 @@ class TileDataset:
             if augment.imagery_jitter > 0:
                 img = jitter_imagery(img, rng, augment)
             zoom = self.zooms[i]
-            scales.append(ScaleInfo.cascade(zoom, lat=self.lats[i], span=span))
+            scales.append(ScaleInfo.with_span(zoom, lat=self.lats[i], span=span))
             imagery.append(img)
             target.append(tgt)
             reference.append(ref)

@@ -68,7 +68,7 @@ def block_request(
         imagery=Image.fromarray(imagery.rgb, "RGB"),
         reference=reference.image,
         scale=scale,
-        seed=seed,
+        noise_seed=seed,
         margin=margin,
         origin=(block.x * BLOCK_SIZE - margin, block.y * BLOCK_SIZE - margin),
     )

@@ -120,7 +120,7 @@ def generate(
         raise click.UsageError("--span needs --reference (without one the root-zoom mode runs)")
     span_value = 0 if ref_image is None else int(span or 4)
     try:
-        scale = ScaleInfo.cascade(zoom, lat, span_value)
+        scale = ScaleInfo.with_span(zoom, lat, span_value)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--zoom/--lat") from e
 

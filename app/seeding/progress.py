@@ -127,7 +127,8 @@ def block_failed(redis: Redis, block: Block) -> None:
 def drop_deferred_jobs(redis: Redis, block_keys: Iterable[str]) -> int:
     """Delete the jobs of these blocks still waiting on an upstream job that failed for good:
     RQ never enqueues the dependents of a failed job, so they would stay deferred forever. A
-    later miss enqueues the block again once the failure's cooldown is over (`Cascade.ensure`)."""
+    later miss enqueues the block again once the failure's cooldown is over
+    (`BlockQueue.ensure`)."""
     dropped = 0
     for key in block_keys:
         try:

@@ -26,7 +26,7 @@ from app.blockjob import (
     seed_key,
     seed_pending_key,
 )
-from app.cascade import Cascade, State
+from app.cascade import BlockQueue, State
 from app.errors import NotFound
 from app.seeding.plan import SeedPlan
 from app.seeding.progress import (
@@ -50,7 +50,7 @@ LOCK_TTL = 30  # seconds an enqueuer's lock outlives a stalled or killed API pro
 class Seeds:
     """Create, read and cancel seeds; enqueue their blocks (in `SeedRunner` threads)."""
 
-    def __init__(self, redis: Redis, cascade: Cascade):
+    def __init__(self, redis: Redis, cascade: BlockQueue):
         self.redis = redis
         self.cascade = cascade
 

@@ -62,4 +62,4 @@ def test_the_request_carries_the_frame_origin_and_margin() -> None:
     frame = blocks.read_frame(source, block, 64)
     request = blocks.block_request(block, frame, Reference(None, 0), 5, margin=64)
     assert request.margin == 64 and request.imagery.size == (640, 640)
-    assert request.origin == (200 * 256 - 64, 400 * 256 - 64) and request.seed == 5
+    assert request.origin == (200 * 256 - 64, 400 * 256 - 64) and request.noise_seed == 5
