@@ -73,11 +73,12 @@ class BlockJob:
 
     @classmethod
     def of(cls, job: Job) -> BlockJob:
-        """The block job an RQ job runs (its one argument)."""
-        (block,) = job.args
-        if not isinstance(block, Block):
-            raise TypeError(f"job {job.id} is not a block job: {job.args!r}")
-        return cls(block)
+        """The block job an RQ job runs, read from its id (which jobs queued by any version
+        carry; before the Block argument, jobs took layer, z, x, y)."""
+        found = cls.from_id(job.id)
+        if found is None:
+            raise TypeError(f"job {job.id} is not a block job")
+        return found
 
     @property
     def lock_name(self) -> str:

@@ -17,9 +17,13 @@ from worker.context import WorkerContext, current, worker_name
 log = logging.getLogger(__name__)
 
 
-def generate_block(block: Block) -> str:
+def generate_block(block: Block | str, *zxy: int) -> str:
     """Entry point named by `app.blockjob.JOB_FUNCTION`; reports its end to
-    `app.blockjob.completed` (metrics, /events viewers, seed progress)."""
+    `app.blockjob.completed` (metrics, /events viewers, seed progress). Jobs queued before an
+    upgrade still carry (layer, z, x, y)."""
+    if not isinstance(block, Block):
+        z, x, y = zxy
+        block = Block(block, z, x, y)
     rq_job = get_current_job()
     redis = current().redis
     try:

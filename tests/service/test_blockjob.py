@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from redis import Redis
@@ -17,7 +18,9 @@ from app.blockjob import (
     Outcome,
     completed,
 )
+from app.store import FileTileStore
 from app.tiles import Block
+from tests.conftest import KAMPALA_LAYER
 
 
 @pytest.fixture
@@ -52,6 +55,9 @@ def test_the_enqueued_job_carries_its_block_and_runs_the_worker_function(redis):
     assert BlockJob.of(queue.fetch_job(rq_job.id)) == BlockJob(block)
     assert rq_job.dependency_ids == [upstream.id] and rq_job.retries_left == 2
     assert rq_job.retry_intervals == [2, 4]
+    # A job queued by the version before the Block argument (layer, z, x, y) is still read.
+    old = queue.enqueue_call(JOB_FUNCTION, args=("demo", 14, 7, 9), job_id="block_demo_14_7_9")
+    assert BlockJob.of(old) == BlockJob(Block("demo", 14, 7, 9))
 
 
 def test_a_generated_block_is_counted_and_announced_once(redis):
@@ -73,3 +79,25 @@ def test_a_generated_block_is_counted_and_announced_once(redis):
     counts = {k.decode(): int(v) for k, v in redis.hgetall(METRICS_GENERATION_KEY).items()}
     assert counts == {"generated_blocks": 1, "retries": 1, "failures": 1}
     pubsub.close()
+
+
+@pytest.mark.slow
+def test_a_job_queued_before_the_block_argument_still_generates(make_settings, workers):
+    # An upgrade finds jobs queued as (layer, z, x, y): the worker still renders and counts them.
+    settings = make_settings([KAMPALA_LAYER])
+    redis = Redis.from_url(settings.redis_url)
+    block = Block("kampala", 18, 154803, 130818)  # the layer's root block
+    Queue(settings.queue_name, connection=redis).enqueue_call(
+        JOB_FUNCTION, args=(block.layer, block.z, block.x, block.y), job_id=BlockJob(block).id
+    )
+    workers.start(settings)
+    store = FileTileStore(settings.tiles_dir)
+    deadline = time.monotonic() + 120
+
+    def generated() -> int:  # counted after the tiles are stored: wait for both
+        return int(redis.hget(METRICS_GENERATION_KEY, "generated_blocks") or 0)
+
+    while generated() == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert store.has_block(block) and generated() == 1
+    redis.close()
