@@ -15,10 +15,11 @@ from enum import Enum
 
 from redis import Redis
 from redis.exceptions import LockError
-from rq import Queue, Retry
+from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from app.blockjob import BlockJob, client_key
 from app.errors import Unavailable
 from app.settings import Layer, Settings
 from app.store import TileStore
@@ -26,8 +27,6 @@ from app.tiles import Block
 
 log = logging.getLogger(__name__)
 
-EVENTS_CHANNEL = "mapcascade:events"
-JOB_FUNCTION = "worker.jobs.generate_block"
 # A charge whose job does not exist yet is being enqueued: it counts for this many seconds.
 CHARGE_GRACE_S = 30
 
@@ -80,25 +79,10 @@ class RateLimited(Exception):
         self.limit = limit
 
 
-def job_id(block: Block) -> str:
-    # RQ ids allow letters, digits, _ and -; the trailing three numbers keep it unambiguous.
-    return f"block_{block.layer}_{block.z}_{block.x}_{block.y}"
+class BlockQueue:
+    """Gets blocks generated: enqueues a block's job and its missing ancestors', bounds
+    anonymous clients, reports a block's state, re-plans after a truncate."""
 
-
-def block_of_job(job_id: str) -> Block | None:
-    """The block a block job id names (None for other ids); layer names may contain _."""
-    prefix, _, rest = job_id.partition("_")
-    parts = rest.rsplit("_", 3)
-    if prefix != "block" or len(parts) != 4 or not all(p.isdigit() for p in parts[1:]):
-        return None
-    return Block(parts[0], int(parts[1]), int(parts[2]), int(parts[3]))
-
-
-def lock_name(block: Block) -> str:
-    return f"mapcascade:lock:{block.key}"
-
-
-class Cascade:
     def __init__(self, redis: Redis, store: TileStore, settings: Settings):
         self.redis = redis
         self.store = store
@@ -123,7 +107,7 @@ class Cascade:
             return job, False
         # Concurrent misses of one block: one of them decides and enqueues, the others then
         # find its job (checking and enqueueing unlocked queued a block once per request).
-        lock = self.redis.lock(f"mapcascade:enqueue:{block.key}", timeout=30, blocking_timeout=20)
+        lock = self.redis.lock(BlockJob(block).enqueue_lock_name, timeout=30, blocking_timeout=20)
         try:
             with lock:
                 return self._ensure_locked(layer, block, client)
@@ -159,35 +143,29 @@ class Cascade:
 
     def _enqueue(self, block: Block, upstream: Job | None) -> Job:
         s = self.settings
-        retry = None
-        if s.job_retries > 0:
-            intervals = [max(1, round(s.retry_backoff * 2**i)) for i in range(s.job_retries)]
-            retry = Retry(max=s.job_retries, interval=intervals)
         log.info("enqueue block %s (after %s)", block.key, upstream.id if upstream else "-")
-        return self.queue.enqueue_call(
-            JOB_FUNCTION,
-            args=(block.layer, block.z, block.x, block.y),
-            job_id=job_id(block),
-            depends_on=upstream,
+        return BlockJob(block).enqueue(
+            self.queue,
+            upstream,
             timeout=s.job_timeout,
-            retry=retry,
-            result_ttl=600,
+            retries=s.job_retries,
+            backoff=s.retry_backoff,
             failure_ttl=s.failure_cooldown,
-            description=f"generate block {block.key}",
         )
 
     def _charge(self, client: str, block: Block) -> None:
         s = self.settings
-        args: list[str | float] = [s.max_outstanding_per_client, job_id(block), time.time(),
+        charged = BlockJob(block).id
+        args: list[str | float] = [s.max_outstanding_per_client, charged, time.time(),
                                    s.job_timeout * 4, Job.redis_job_namespace_prefix,
                                    CHARGE_GRACE_S]  # fmt: skip
-        outstanding = int(self._charge_script(keys=[_client_key(client)], args=args))
+        outstanding = int(self._charge_script(keys=[client_key(client)], args=args))
         if outstanding < 0:
             raise RateLimited(-outstanding - 1, s.max_outstanding_per_client)
 
     def fetch(self, block: Block) -> Job | None:
         try:
-            return Job.fetch(job_id(block), connection=self.redis)
+            return Job.fetch(BlockJob(block).id, connection=self.redis)
         except NoSuchJobError:
             return None
 
@@ -223,11 +201,14 @@ class Cascade:
                    *q.scheduled_job_registry.get_job_ids()}  # fmt: skip
         started = set(q.started_job_registry.get_job_ids())
         below: list[Block] = []
-        for job_id_ in sorted(waiting | started):
-            block = block_of_job(job_id_)
-            if block is None or block.layer != layer.name or not removed(block):
+        for job_id in sorted(waiting | started):
+            block_job = BlockJob.from_id(job_id)
+            if block_job is None:
                 continue
-            if job_id_ in started:
+            block = block_job.block
+            if block.layer != layer.name or not removed(block):
+                continue
+            if job_id in started:
                 if block.z >= layer.root_zoom:
                     self.ensure(layer, block.upstream())
                 continue
@@ -264,7 +245,3 @@ def public_reason(exc_string: str | None) -> str:
     if "MissingReference" in text:
         return "the cascade reference above it is missing"
     return "the generator failed"
-
-
-def _client_key(client: str) -> str:
-    return f"mapcascade:client:{client}"

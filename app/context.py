@@ -8,7 +8,7 @@ import redis
 from fastapi import Request
 from redis.asyncio import Redis as AsyncRedis
 
-from app.cascade import Cascade
+from app.cascade import BlockQueue
 from app.errors import UnknownLayer
 from app.events import EventHub
 from app.metrics import Metrics
@@ -21,7 +21,7 @@ class Context:
     settings: Settings
     store: FileTileStore
     redis: redis.Redis
-    cascade: Cascade
+    cascade: BlockQueue
     metrics: Metrics
     events: EventHub
 
@@ -29,7 +29,7 @@ class Context:
     def build(cls, settings: Settings) -> Context:
         sync = redis.Redis.from_url(settings.redis_url)
         store = FileTileStore(settings.tiles_dir)
-        cascade = Cascade(sync, store, settings)
+        cascade = BlockQueue(sync, store, settings)
         return cls(
             settings=settings,
             store=store,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
-from app.cascade import EVENTS_CHANNEL
+from app.blockjob import EVENTS_CHANNEL
 from app.errors import Unavailable
 
 log = logging.getLogger(__name__)

@@ -69,7 +69,6 @@ class XYZImageryConfig(_Strict):
     max_zoom: int | None = Field(
         default=None, ge=0, le=30, description="deepest zoom the service has"
     )
-    tile_size: Literal[256, 512] = 256
 
     @field_validator("timeout", mode="before")
     @classmethod

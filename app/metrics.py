@@ -14,24 +14,29 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from redis import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-GENERATION_KEY = "mapcascade:metrics:generation"
-DURATION_KEY = "mapcascade:metrics:duration"
+from app.blockjob import METRICS_DURATION_KEY, METRICS_GENERATION_KEY, Completion, Outcome
+
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+
+
+def on_completion(redis: Redis, completion: Completion) -> None:
+    """Count a block job's try (a listener of `app.blockjob.completed`)."""
+    if completion.outcome == Outcome.GENERATED:
+        record_generation(redis, completion.duration_s or 0.0)
+    elif completion.outcome in (Outcome.RETRYING, Outcome.FAILED):
+        field = "failures" if completion.outcome == Outcome.FAILED else "retries"
+        redis.hincrby(METRICS_GENERATION_KEY, field, 1)
 
 
 def record_generation(redis: Redis, seconds: float) -> None:
     with redis.pipeline() as p:
-        p.hincrby(GENERATION_KEY, "generated_blocks", 1)
+        p.hincrby(METRICS_GENERATION_KEY, "generated_blocks", 1)
         for bound in DURATION_BUCKETS:
             if seconds <= bound:
-                p.hincrby(DURATION_KEY, str(bound), 1)
-        p.hincrby(DURATION_KEY, "+Inf", 1)
-        p.hincrbyfloat(DURATION_KEY, "sum", seconds)
+                p.hincrby(METRICS_DURATION_KEY, str(bound), 1)
+        p.hincrby(METRICS_DURATION_KEY, "+Inf", 1)
+        p.hincrbyfloat(METRICS_DURATION_KEY, "sum", seconds)
         p.execute()
-
-
-def record_failure(redis: Redis, final: bool) -> None:
-    redis.hincrby(GENERATION_KEY, "failures" if final else "retries", 1)
 
 
 class Metrics:
@@ -63,7 +68,7 @@ class _RedisCollector:
         self.queue_depth = queue_depth
 
     def collect(self) -> Iterator:
-        gen = {_text(k): int(v) for k, v in self.redis.hgetall(GENERATION_KEY).items()}
+        gen = {_text(k): int(v) for k, v in self.redis.hgetall(METRICS_GENERATION_KEY).items()}
         yield CounterMetricFamily(
             "mapcascade_generated_blocks",
             "Blocks generated and stored",
@@ -79,7 +84,7 @@ class _RedisCollector:
             "Failed generation attempts that were retried",
             gen.get("retries", 0),
         )
-        raw = {_text(k): float(v) for k, v in self.redis.hgetall(DURATION_KEY).items()}
+        raw = {_text(k): float(v) for k, v in self.redis.hgetall(METRICS_DURATION_KEY).items()}
         buckets = [(str(b), raw.get(str(b), 0.0)) for b in DURATION_BUCKETS]
         buckets.append(("+Inf", raw.get("+Inf", 0.0)))
         yield HistogramMetricFamily(

@@ -78,9 +78,9 @@ def synthetic_requests(batch: int, size: int, margin: int) -> list[BlockRequest]
     def image() -> Image.Image:
         return Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8), "RGB")
 
-    scale = ScaleInfo.cascade(18, lat=45.0, span=4)
+    scale = ScaleInfo.with_span(18, lat=45.0, span=4)
     return [
-        BlockRequest(image(), image(), scale, seed=i, margin=margin, origin=(4096, 4096))
+        BlockRequest(image(), image(), scale, noise_seed=i, margin=margin, origin=(4096, 4096))
         for i in range(batch)
     ]
 

@@ -1,8 +1,7 @@
 """The SCGM map generator as a library: imagery, cascade reference and scale in, map images out."""
 
 from model.generator import Generator
-from model.reference import prepare_reference
 from model.request import BlockRequest
 from model.scale import ScaleInfo
 
-__all__ = ["BlockRequest", "Generator", "ScaleInfo", "prepare_reference"]
+__all__ = ["BlockRequest", "Generator", "ScaleInfo"]

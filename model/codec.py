@@ -13,6 +13,8 @@ the UNet's first and last convolution.
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import torch
 from diffusers import AutoencoderKL
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -49,7 +51,7 @@ class PatchCodec(ModelMixin, ConfigMixin):
         return self.shuffle(latents) * self.pixel_std + self.pixel_mean
 
 
-Codec = AutoencoderKL | PatchCodec
+Codec: TypeAlias = "AutoencoderKL | PatchCodec"
 
 
 def encode_latents(vae: Codec, images: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Named model configurations: how to build (or find) the five modules of a generator.
+"""Named model configurations: how to build (or find) the five modules of a generator, and the
+one registry of them (`REGISTRY`: name -> how Generator.load gets it, whether and how it trains).
 
 - tiny: random weights, built in-process with a fixed seed (identical in every process), for
   tests: a 512x512 block in a fraction of a second on CPU.
@@ -13,10 +14,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -26,7 +28,6 @@ from model.mfencoder import MFEncoder
 from model.scale_encoder import ScaleEncoder
 from model.sfadapter import SFAdapter
 
-CONFIG_NAMES = ("tiny", "sd21", "demo")
 DEMO_WEIGHTS = Path(__file__).parent / "weights" / "demo"
 SD21_HUB_ID = "stabilityai/stable-diffusion-2-1-base"
 # Environment for Generator.load("sd21"): diffusers folder or hub id, open_clip ViT-H-14
@@ -34,6 +35,20 @@ SD21_HUB_ID = "stabilityai/stable-diffusion-2-1-base"
 ENV_SD21 = "MAPCASCADE_SD21"
 ENV_OPENCLIP = "MAPCASCADE_OPENCLIP_VITH14"
 ENV_ADAPTER = "MAPCASCADE_SCGM_ADAPTER"
+
+
+# A generator's components, name -> the classes a checkpoint may hold there; the one list of
+# them (as diffusers' `register_modules`): pipeline, checkpoints and training iterate it.
+COMPONENT_CLASSES: dict[str, tuple[type[torch.nn.Module], ...]] = {
+    "unet": (UNet2DConditionModel,),
+    "vae": (AutoencoderKL, PatchCodec),
+    "mfencoder": (MFEncoder,),
+    "sfadapter": (SFAdapter,),
+    "scale_encoder": (ScaleEncoder,),
+}
+COMPONENTS = tuple(COMPONENT_CLASSES)
+# What the diffusion training updates (and averages): everything but the autoencoder.
+DENOISER = tuple(c for c in COMPONENTS if c != "vae")
 
 
 @dataclass
@@ -49,6 +64,9 @@ class Components:
     steps: int
     scheduler: str
     prediction_type: str = "epsilon"  # what the UNet predicts (model/schedulers.py)
+
+    def modules(self) -> dict[str, Any]:  # name -> its module, in COMPONENTS order
+        return {key: getattr(self, key) for key in COMPONENTS}
 
 
 @contextmanager
@@ -141,12 +159,13 @@ def build_tiny() -> Components:
 # Its latent is the lossless factor-4 patch codec (model/codec.py): 128x128x48 for a 512 block,
 # standardised with the colour statistics of the training maps. The UNet and MFEncoder stay
 # narrow at full latent resolution and put attention only on the two coarsest levels.
+DEMO_FACTOR = 4  # pixels per latent cell along each side
 DEMO_CODEC = {
-    "factor": 4,
+    "factor": DEMO_FACTOR,
     "mean": (0.7662, 0.7426, 0.6743),
     "std": (0.1460, 0.1402, 0.1912),
 }
-DEMO_LATENT_CHANNELS = 3 * DEMO_CODEC["factor"] ** 2
+DEMO_LATENT_CHANNELS = 3 * DEMO_FACTOR**2
 DEMO_UNET = {
     "sample_size": 128,
     "in_channels": DEMO_LATENT_CHANNELS,
@@ -247,3 +266,39 @@ def demo_weights_dir() -> Path:
             "by a later issue); use 'tiny', 'sd21' or a checkpoint folder"
         )
     return DEMO_WEIGHTS
+
+
+def load_demo() -> Components:
+    from model.generator import load_components  # it imports this module
+
+    return load_components(demo_weights_dir())
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A named configuration: what `Generator.load(name)` gives and how `train` starts it."""
+
+    name: str
+    load: Callable[[], Components]
+    init: Callable[[int], Components] | None  # fresh weights to train (by seed); None: cannot
+    learning_rate: float = 3e-4  # training's default
+    # The paper's fine-tune of a pretrained UNet: MFEncoder, SFAdapter and the UNet attention
+    # layers learn; otherwise the whole denoiser does.
+    attention_only: bool = False
+
+    @property
+    def trainable(self) -> bool:
+        return self.init is not None
+
+
+REGISTRY: dict[str, ModelConfig] = {
+    c.name: c
+    for c in (
+        ModelConfig("demo", load=load_demo, init=build_demo),
+        ModelConfig("tiny", load=build_tiny, init=lambda seed: build_tiny()),
+        ModelConfig("sd21", load=build_sd21, init=lambda seed: build_sd21(), learning_rate=5e-5,
+                    attention_only=True),
+    )
+}  # fmt: skip
+CONFIG_NAMES = tuple(REGISTRY)
+TRAINABLE_CONFIGS = tuple(name for name, c in REGISTRY.items() if c.trainable)

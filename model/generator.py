@@ -11,24 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
 from PIL import Image
 
 from model import configs
-from model.codec import PatchCodec
-from model.configs import Components
-from model.mfencoder import MFEncoder
+from model.configs import COMPONENT_CLASSES, Components
 from model.pipeline import MapPipeline
-from model.reference import BLOCK_SIZE
-from model.request import BlockRequest
-from model.scale_encoder import ScaleEncoder
+from model.request import BLOCK_SIZE, BlockRequest
 from model.schedulers import SCHEDULER_NAMES
-from model.sfadapter import SFAdapter
 
 __all__ = ["BlockRequest", "Generator", "model_id_of"]
 
@@ -36,16 +31,9 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "mapcascade-generator"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_MODULE_CLASSES = {
-    "unet": (UNet2DConditionModel,),
-    "vae": (AutoencoderKL, PatchCodec),
-    "mfencoder": (MFEncoder,),
-    "sfadapter": (SFAdapter,),
-    "scale_encoder": (ScaleEncoder,),
-}
 
 
-def model_id_of(name: str, modules: dict[str, torch.nn.Module]) -> str:
+def model_id_of(name: str, modules: Mapping[str, Any]) -> str:  # name -> diffusers model
     """name + 8 hex digits of a hash over every module's config and fp32 weights."""
     digest = hashlib.blake2b(digest_size=4)
     for key in sorted(modules):
@@ -58,7 +46,8 @@ def model_id_of(name: str, modules: dict[str, torch.nn.Module]) -> str:
             data = tensor.detach().to("cpu")
             if data.is_floating_point():
                 data = data.float()
-            digest.update(np.ascontiguousarray(data.numpy()).view(np.uint8))
+            # numpy's stubs lack the buffer protocol on 3.11; the array is one (no copy made).
+            digest.update(np.ascontiguousarray(data.numpy()).view(np.uint8))  # type: ignore[arg-type]
     return f"{name}-{digest.hexdigest()}"
 
 
@@ -100,14 +89,7 @@ class Generator:
         scheduler: str | None = None,
         batch_invariant: bool | None = None,
     ) -> Generator:
-        pipeline = MapPipeline(
-            components.unet,
-            components.vae,
-            components.mfencoder,
-            components.sfadapter,
-            components.scale_encoder,
-            components.prediction_type,
-        )
+        pipeline = MapPipeline(**components.modules(), prediction_type=components.prediction_type)
         model_id = model_id_of(components.name, pipeline.modules())
         pipeline.to(device, _torch_dtype(dtype))
         logger.info("loaded generator %s on %s (%s)", model_id, device, dtype)
@@ -131,14 +113,11 @@ class Generator:
         scheduler: str | None = None,
         batch_invariant: bool | None = None,
     ) -> Generator:
-        """Load "tiny", "sd21", "demo" or a checkpoint folder written by save_pretrained."""
+        """Load a configuration of `configs.REGISTRY` ("demo", "tiny", "sd21") or a checkpoint
+        folder written by save_pretrained."""
         _torch_dtype(dtype)  # fail before building anything large
-        if name_or_path == "tiny":
-            components = configs.build_tiny()
-        elif name_or_path == "sd21":
-            components = configs.build_sd21()
-        elif name_or_path == "demo":
-            components = load_components(configs.demo_weights_dir())
+        if name_or_path in configs.REGISTRY:
+            components = configs.REGISTRY[name_or_path].load()
         elif Path(name_or_path).is_dir():
             components = load_components(Path(name_or_path))
         else:
@@ -189,7 +168,7 @@ def load_components(directory: Path) -> Components:
         key: _module_class(directory / key, classes).from_pretrained(
             directory / key, low_cpu_mem_usage=False
         )
-        for key, classes in _MODULE_CLASSES.items()
+        for key, classes in COMPONENT_CLASSES.items()
     }
     return Components(
         name=meta["name"],
@@ -203,7 +182,7 @@ def load_components(directory: Path) -> Components:
 
 def write_checkpoint(
     directory: Path,
-    modules: dict[str, torch.nn.Module],
+    modules: Mapping[str, Any],
     *,
     name: str,
     steps: int,
@@ -231,7 +210,7 @@ def write_checkpoint(
     return model_id
 
 
-def _module_class(folder: Path, classes: tuple[type, ...]) -> type:
+def _module_class(folder: Path, classes: tuple[type, ...]) -> Any:  # a ModelMixin class
     """The class a module folder was saved from (its config's `_class_name`)."""
     name = json.loads((folder / "config.json").read_text()).get("_class_name")
     for cls in classes:

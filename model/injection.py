@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 
-def _first_layer_pair(block: nn.Module) -> nn.Module:
+def _first_layer_pair(block: Any) -> nn.Module:  # a diffusers down/up block
     # The attention follows the resnet inside a block, so its output ends the first pair.
     attentions = getattr(block, "attentions", None)
     if attentions is not None and len(attentions) > 0:
@@ -27,7 +27,7 @@ def _first_layer_pair(block: nn.Module) -> nn.Module:
     return block.resnets[0]
 
 
-def injection_points(unet: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+def injection_points(unet: Any) -> list[tuple[nn.Module, nn.Module]]:  # a UNet2DConditionModel
     """(down module, up module) per resolution level, finest level first."""
     levels = len(unet.down_blocks)
     return [
@@ -52,7 +52,7 @@ class FeatureInjector:
     every batch: the hooks stay the same objects, only the tensors they read change.
     """
 
-    def __init__(self, unet: nn.Module, up_path: bool = True) -> None:
+    def __init__(self, unet: Any, up_path: bool = True) -> None:
         self.features: Sequence[torch.Tensor] | None = None
         self.levels = len(unet.down_blocks)
         for level, (down, up) in enumerate(injection_points(unet)):
@@ -76,7 +76,7 @@ class FeatureInjector:
 
 
 @contextmanager
-def inject_features(unet: nn.Module, features: Sequence[torch.Tensor]) -> Iterator[None]:
+def inject_features(unet: Any, features: Sequence[torch.Tensor]) -> Iterator[None]:
     """Within the block, every UNet forward adds features[i] at level i (down and up path)."""
     injector = getattr(unet, "_scgm_injector", None)
     if injector is None:

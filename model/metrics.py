@@ -58,11 +58,11 @@ def class_map(img: object, palette: Palette) -> np.ndarray:
     """(H, W) int: index (in palette order) of the class whose nearest colour each pixel has."""
     _, colours, owner = _palette_arrays(palette)
     a = _rgb(img).astype(np.float32)
-    palette = colours[None, None].astype(np.float32)
+    centres = colours[None, None].astype(np.float32)
     out = np.empty(a.shape[:2], dtype=owner.dtype)
     rows = max(1, 2**20 // max(1, a.shape[1]))  # bounded memory on large mosaics
     for r in range(0, a.shape[0], rows):
-        d = ((a[r : r + rows, :, None, :] - palette) ** 2).sum(-1)
+        d = ((a[r : r + rows, :, None, :] - centres) ** 2).sum(-1)
         out[r : r + rows] = owner[np.argmin(d, axis=-1)]
     return out
 

@@ -1,9 +1,9 @@
 """The SCGM sampling pipeline: encode conditions -> prepare latents -> denoise -> decode.
 
-Every random draw comes from a per-sample CPU torch.Generator seeded with the request's seed, so
-a sample's noise does not depend on its batch mates or the device; with batch_invariant a batch
-of N gives bit-identical images to N single calls. The scheduler works in fp32 whatever the
-model dtype.
+Every random draw comes from a per-sample CPU torch.Generator seeded with the request's noise
+seed, so a sample's noise does not depend on its batch mates or the device; with
+batch_invariant a batch of N gives bit-identical images to N single calls. The scheduler works
+in fp32 whatever the model dtype.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
 from model.codec import Codec, decode_latents, latent_factor
+from model.configs import COMPONENTS
 from model.injection import inject_features
 from model.mfencoder import MFEncoder
 from model.request import BlockRequest
+from model.scale import ScaleInfo
 from model.scale_encoder import ScaleEncoder
 from model.schedulers import check_prediction_type, make_scheduler
 from model.sfadapter import SFAdapter
@@ -85,6 +87,25 @@ class Conditions:
     features: list[torch.Tensor]  # SFAdapter output, one per UNet level
 
 
+def encode_conditions(
+    mfencoder: MFEncoder,
+    sfadapter: SFAdapter,
+    scale_encoder: ScaleEncoder,
+    imagery: torch.Tensor,
+    reference: torch.Tensor | None,
+    has_reference: torch.Tensor,
+    scales: Sequence[ScaleInfo],
+    dtype: torch.dtype | None = None,
+) -> Conditions:
+    """SCGM's conditioning, the one used by sampling and training: MFEncoder fuses imagery and
+    cascade reference (absent ones become its learned null), SFAdapter turns that into one
+    feature per UNet level, the scale encoder writes the scale text as cross-attention tokens.
+    Images are B x 3 x H x W in [-1, 1]; `dtype` casts the context to the UNet's."""
+    features = sfadapter(mfencoder(imagery, reference, has_reference))
+    context = scale_encoder(scales)
+    return Conditions(context=context if dtype is None else context.to(dtype), features=features)
+
+
 class MapPipeline:
     """Holds the five modules; call it with block requests to get RGB maps."""
 
@@ -107,13 +128,7 @@ class MapPipeline:
             module.eval().requires_grad_(False)
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {
-            "unet": self.unet,
-            "vae": self.vae,
-            "mfencoder": self.mfencoder,
-            "sfadapter": self.sfadapter,
-            "scale_encoder": self.scale_encoder,
-        }
+        return {key: getattr(self, key) for key in COMPONENTS}
 
     def to(self, device: str | torch.device, dtype: torch.dtype) -> MapPipeline:
         for module in self.modules().values():
@@ -148,7 +163,7 @@ class MapPipeline:
             return []
         if batch_invariant and len(requests) > 1:
             return [self([r], steps, scheduler)[0] for r in requests]
-        generators = [sample_generator(r.seed) for r in requests]
+        generators = [sample_generator(r.noise_seed) for r in requests]
         conditions = self.encode_conditions(requests)
         noise_scheduler = make_scheduler(scheduler, steps, self.prediction_type)
         height, width = requests[0].imagery.size[::-1]
@@ -173,14 +188,16 @@ class MapPipeline:
             ]
         )
         device, dtype = self.device, self.dtype
-        condition = self.mfencoder(
+        return encode_conditions(
+            self.mfencoder,
+            self.sfadapter,
+            self.scale_encoder,
             imagery.to(device, dtype),
             reference.to(device, dtype) if has_reference.any() else None,
             has_reference.to(device),
+            [r.scale for r in requests],
+            dtype,
         )
-        features = self.sfadapter(condition)
-        context = self.scale_encoder([r.scale for r in requests]).to(dtype)
-        return Conditions(context=context, features=features)
 
     def prepare_latents(
         self,
@@ -198,7 +215,7 @@ class MapPipeline:
         def noise(r: BlockRequest, g: torch.Generator) -> torch.Tensor:
             if r.origin is None:
                 return torch.randn(shape, generator=g)
-            return anchored_noise(r.seed, r.scale.zoom, r.origin, shape[1:], factor)
+            return anchored_noise(r.noise_seed, r.scale.zoom, r.origin, shape[1:], factor)
 
         draws = [noise(r, g) for r, g in zip(requests, generators, strict=True)]
         return torch.cat(draws).to(self.device) * scheduler.init_noise_sigma

@@ -8,6 +8,8 @@ from PIL import Image
 
 from model.scale import ScaleInfo
 
+BLOCK_SIZE = 512  # px of a block: the 2x2 tiles of one zoom the generator draws at once
+
 
 @dataclass(frozen=True)
 class BlockRequest:
@@ -19,7 +21,7 @@ class BlockRequest:
     imagery: Image.Image  # RGB, the frame: 512 + 2 * margin square
     reference: Image.Image | None  # RGB, the same frame; None at the root zoom
     scale: ScaleInfo  # of the child zoom
-    seed: int
+    noise_seed: int  # of the starting noise (Block.noise_seed); not pre-seeding
     margin: int = 0
     # The frame's top-left in global pixels of scale.zoom. Given, the noise is drawn per world
     # tile (model.pipeline.anchored_noise): frames that overlap start from the same noise there.

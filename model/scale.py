@@ -94,7 +94,7 @@ class ScaleInfo:
             raise ValueError(f"zoom {self.zoom} has no zoom {self.span // 2} levels above it")
 
     @classmethod
-    def cascade(cls, zoom: int, lat: float = 0.0, span: int = 4) -> ScaleInfo:
+    def with_span(cls, zoom: int, lat: float = 0.0, span: int = 4) -> ScaleInfo:
         """ScaleInfo with ref_zoom derived from span (0 = no reference)."""
         _check_zoom(zoom)
         ref_zoom = None if span == 0 else zoom - span // 2

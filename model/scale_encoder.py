@@ -92,10 +92,10 @@ class ScaleEncoder(ModelMixin, ConfigMixin):
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(path))
+            loaded: dict = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        state = loaded.get("state_dict", loaded)
         state = {k.removeprefix("module."): v for k, v in state.items()}
         wanted = self.text.state_dict().keys()
         missing = [k for k in wanted if k not in state]

@@ -25,9 +25,10 @@ from diffusers import AutoencoderKL, DDPMScheduler
 
 from model import configs
 from model.codec import decode_latents, encode_latents, latent_mask
-from model.configs import Components
+from model.configs import DENOISER, Components
 from model.generator import load_components
 from model.injection import inject_features
+from model.pipeline import encode_conditions
 from model.schedulers import TRAIN_SCHEDULE, check_prediction_type
 from model.train_checkpoint import (
     CHECKPOINT,
@@ -39,9 +40,6 @@ from model.train_checkpoint import (
 from model.train_data import KNOWN, NOT_LABELLED, Augment, Batch, TileDataset
 
 logger = logging.getLogger(__name__)
-
-TRAINABLE_CONFIGS = ("demo", "tiny", "sd21")
-DENOISER_MODULES = ("unet", "mfencoder", "sfadapter", "scale_encoder")
 
 
 @dataclass
@@ -82,26 +80,24 @@ class StepResult:
     samples: int
 
 
-def build_components(config: str, seed: int) -> Components:
-    if config == "demo":
-        return configs.build_demo(seed)
-    if config == "tiny":
-        return configs.build_tiny()
-    if config == "sd21":
-        return configs.build_sd21()
-    raise ValueError(f"cannot train config {config!r} ({', '.join(TRAINABLE_CONFIGS)})")
+def trainable_config(config: str) -> configs.ModelConfig:
+    found = configs.REGISTRY.get(config)
+    if found is None or found.init is None:
+        raise ValueError(f"cannot train config {config!r} ({', '.join(configs.TRAINABLE_CONFIGS)})")
+    return found
 
 
 def trainable_parameters(config: str, components: Components) -> list[torch.nn.Parameter]:
-    """sd21 fine-tunes as the paper: MFEncoder, SFAdapter and the UNet attention layers (the
-    pretrained UNet and CLIP text tower stay frozen); small configs train their whole denoiser."""
+    """An `attention_only` config (sd21) fine-tunes as the paper: MFEncoder, SFAdapter and the
+    UNet attention layers (the pretrained UNet and CLIP text tower stay frozen); small configs
+    train their whole denoiser."""
     params = [*components.mfencoder.parameters(), *components.sfadapter.parameters()]
-    if config == "sd21":
+    if trainable_config(config).attention_only:
         return params + [p for n, p in components.unet.named_parameters() if ".attentions." in n]
     return params + [*components.unet.parameters(), *components.scale_encoder.parameters()]
 
 
-def normalize_latents(vae: torch.nn.Module, maps: torch.Tensor) -> tuple[list[float], list[float]]:
+def normalize_latents(vae: AutoencoderKL, maps: torch.Tensor) -> tuple[list[float], list[float]]:
     """Fold per-channel latent mean/std into quant_conv and post_quant_conv, so the diffusion
     model sees zero-mean unit-variance latents and the pipeline's plain `latents /
     scaling_factor` (no shift) stays right with scaling_factor 1."""
@@ -136,23 +132,19 @@ class Trainer:
             init = configs.demo_weights_dir() if options.init == "demo" else Path(options.init)
             self.components = load_components(init)
         else:
-            self.components = build_components(options.config, options.seed)
+            init_fresh = trainable_config(options.config).init
+            assert init_fresh is not None  # trainable_config checked it
+            self.components = init_fresh(options.seed)
         if options.prediction_type is not None:
             # A switch is a fine-tune of the target (SD 2 moved epsilon -> v this way).
             self.components.prediction_type = check_prediction_type(options.prediction_type)
-        self.modules = {
-            "unet": self.components.unet,
-            "vae": self.components.vae,
-            "mfencoder": self.components.mfencoder,
-            "sfadapter": self.components.sfadapter,
-            "scale_encoder": self.components.scale_encoder,
-        }
+        self.modules = self.components.modules()
         for module in self.modules.values():
             module.to(self.device).train().requires_grad_(False)
         params = trainable_parameters(options.config, self.components)
         for p in params:
             p.requires_grad_(True)
-        self.vae_optimizer = None
+        self.vae_optimizer: torch.optim.AdamW | None = None
         if options.vae_steps > 0:
             if not isinstance(self.components.vae, AutoencoderKL):
                 raise ValueError(
@@ -166,7 +158,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=0.01)
         self.ema: dict[str, torch.Tensor] = {
             f"{key}.{n}": t.detach().clone()
-            for key in DENOISER_MODULES
+            for key in DENOISER
             for n, t in self.modules[key].state_dict().items()
         }
         self.noise_schedule = DDPMScheduler(
@@ -215,6 +207,7 @@ class Trainer:
         if diffusion:
             optimizer, base, done = self.optimizer, o.lr, self.step - o.vae_steps
         else:
+            assert self.vae_optimizer is not None  # autoencoder steps need one (checked at init)
             optimizer, base, done = self.vae_optimizer, o.vae_lr, self.step
         scale = min(1.0, (done + 1) / max(1, o.warmup))
         if diffusion and o.cooldown:
@@ -225,7 +218,8 @@ class Trainer:
             group["lr"] = base * scale
 
     def _autoencoder_step(self) -> float:
-        o, vae = self.options, self.components.vae
+        o, vae, optimizer = self.options, self.components.vae, self.vae_optimizer
+        assert isinstance(vae, AutoencoderKL) and optimizer is not None  # checked at init
         maps = self.data.map_batch(o.vae_batch_size, o.vae_crop, self.rng).to(self.device)
         posterior = vae.encode(maps).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=self.rng).to(self.device)
@@ -236,10 +230,10 @@ class Trainer:
         # over pixels too). Unscaled, 1e-6 weighs ~50,000x more and the bottleneck turns the
         # maps grey: parks and major roads were lost.
         loss = loss + o.kl_weight * posterior.kl().mean() / maps[0].numel()
-        self.vae_optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        self.vae_optimizer.step()
+        optimizer.step()
         return loss.detach().item()
 
     def diffusion_loss(self, batch: Batch) -> torch.Tensor:
@@ -250,13 +244,17 @@ class Trainer:
         t = torch.randint(0, len(self.alphas_cumprod), (latents.shape[0],), generator=self.rng)
         t = t.to(device)
         noisy = self.noise_schedule.add_noise(latents, noise, t)
-        condition = c.mfencoder(
-            batch.imagery.to(device), batch.reference.to(device), batch.has_reference.to(device)
+        conditions = encode_conditions(
+            c.mfencoder,
+            c.sfadapter,
+            c.scale_encoder,
+            batch.imagery.to(device),
+            batch.reference.to(device),
+            batch.has_reference.to(device),
+            batch.scales,
         )
-        features = c.sfadapter(condition)
-        context = c.scale_encoder(batch.scales)
-        with inject_features(c.unet, features):
-            pred = c.unet(noisy, t, encoder_hidden_states=context).sample
+        with inject_features(c.unet, conditions.features):
+            pred = c.unet(noisy, t, encoder_hidden_states=conditions.context).sample
         alpha = self.alphas_cumprod[t]
         snr = alpha / (1 - alpha)
         # Min-SNR-gamma (Hang et al. 2023) caps the weight of the easy, low-noise steps. In x0
@@ -330,7 +328,7 @@ class Trainer:
         done = self.step - self.options.vae_steps + 1
         decay = min(self.options.ema_decay, (1 + done) / (10 + done))
         with torch.no_grad():
-            for key in DENOISER_MODULES:
+            for key in DENOISER:
                 for n, t in self.modules[key].state_dict().items():
                     shadow = self.ema[f"{key}.{n}"]
                     if t.is_floating_point():
@@ -348,7 +346,7 @@ class Trainer:
     def ema_modules(self) -> dict[str, torch.nn.Module]:
         """Copies of the modules carrying the EMA weights (the VAE is not averaged)."""
         out: dict[str, torch.nn.Module] = {"vae": self.components.vae}
-        for key in DENOISER_MODULES:
+        for key in DENOISER:
             module = self.modules[key]
             copy = type(module).from_config(module.config)
             prefix = f"{key}."

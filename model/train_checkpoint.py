@@ -45,21 +45,22 @@ def save_checkpoint(
     """`modules` (being trained) to OUT/checkpoint, `ema_modules` (or `modules`) to OUT/export,
     with the sampling defaults of `components`."""
     c = components
-    meta = {
-        "name": c.name, "steps": c.steps, "scheduler": c.scheduler,
-        "prediction_type": c.prediction_type,
-    }  # fmt: skip
+
+    def write(folder: Path, weights: dict[str, torch.nn.Module]) -> None:
+        write_checkpoint(folder, weights, name=c.name, steps=c.steps, scheduler=c.scheduler,
+                         prediction_type=c.prediction_type)  # fmt: skip
+
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (CHECKPOINT + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    write_checkpoint(tmp / "generator", modules, **meta)
+    write(tmp / "generator", modules)
     torch.save(state, tmp / "trainer.pt")
     _replace(tmp, out / CHECKPOINT)
     export_tmp = out / (EXPORT + ".tmp")
     if export_tmp.exists():
         shutil.rmtree(export_tmp)
-    write_checkpoint(export_tmp, ema_modules or modules, **meta)
+    write(export_tmp, ema_modules or modules)
     _replace(export_tmp, out / EXPORT)
 
 

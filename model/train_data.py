@@ -29,7 +29,8 @@ from model.scale import ScaleInfo
 
 logger = logging.getLogger(__name__)
 
-FOLDERS = {"imagery": "rs_256", "map": "map_256", 2: "ref_scale_2_256", 4: "ref_scale_4_256"}
+FOLDERS: dict[str | int, str] = {"imagery": "rs_256", "map": "map_256", 2: "ref_scale_2_256",
+                                 4: "ref_scale_4_256"}  # fmt: skip
 # The knowledge mask (dataset format 2; a tile without one is known everywhere): 255 the map is
 # known, 128 the pixel is known to be none of the labelled classes, 0 nothing is known.
 MASK_FOLDER = "mask_256"
@@ -207,7 +208,7 @@ class TileDataset:
             if augment.imagery_jitter > 0:
                 img = jitter_imagery(img, rng, augment)
             zoom = self.zooms[i]
-            scales.append(ScaleInfo.cascade(zoom, lat=self.lats[i], span=span))
+            scales.append(ScaleInfo.with_span(zoom, lat=self.lats[i], span=span))
             imagery.append(img)
             target.append(tgt)
             reference.append(ref)
@@ -240,7 +241,8 @@ def _load_mask(path: Path) -> torch.Tensor:
     return torch.from_numpy(array.copy())[None]
 
 
-def _to_float(image: torch.Tensor) -> torch.Tensor:
+def _to_float(image: torch.Tensor | None) -> torch.Tensor:
+    assert image is not None  # imagery and maps always are: `_add` skips tiles without them
     return image.float() / 127.5 - 1.0
 
 

@@ -13,4 +13,5 @@ if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; the
 fi
 .venv/bin/ruff check app worker model tests
 .venv/bin/ruff format --check app worker model tests
+.venv/bin/mypy  # app/, worker/ and model/ (pyproject.toml)
 exec .venv/bin/python -m pytest -q -rs "$@"  # -rs: every skipped test says why

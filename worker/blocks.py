@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import mercantile
 import numpy as np
@@ -17,22 +16,9 @@ from PIL import Image
 from app.store import TileStore
 from app.tiles import TILE_SIZE, Block, Tile, parent_of
 from model import BlockRequest, Generator, ScaleInfo
-from model.reference import BLOCK_SIZE
+from model.request import BLOCK_SIZE
 from worker.imagery.base import ImagerySource, Mosaic
-
-# Reads a generated map tile from the store; None when it is not there.
-MapTileReader = Callable[[Tile], Image.Image | None]
-
-
-class MissingReference(RuntimeError):
-    """The ancestor tile a block needs is not stored (its upstream block has not run)."""
-
-
-@dataclass
-class Reference:
-    image: Image.Image | None  # RGB, the block's frame (512 + 2 * margin); None at the root
-    span: int  # 0 (none), 2 (parent) or 4 (grandparent quadrant)
-    tiles: list[Tile] = field(default_factory=list)  # the ancestor tiles it was cut from
+from worker.reference import MapTileReader, Reference, reference_for
 
 
 def store_reader(store: TileStore, layer: str) -> MapTileReader:
@@ -66,45 +52,6 @@ def frame_centre(frame: Mosaic, margin: int) -> Mosaic:
     return Mosaic(frame.rgb[cut, cut], frame.mask[cut, cut], frame.overzoom)
 
 
-def reference_for(
-    block: Block, root_zoom: int, span: int, read: MapTileReader, margin: int = 0
-) -> Reference:
-    """The cascade reference: grandparent quadrant (4X) where it exists, else parent (2X),
-    upsampled to the block's frame. The frame's margin comes from the ancestor's neighbours;
-    where one is not generated yet (or off the grid) the ancestor's edge is repeated."""
-    child_zoom = block.child_zoom
-    if span == 4 and child_zoom - 2 >= root_zoom:
-        source = parent_of(block.parent)
-    elif child_zoom - 1 >= root_zoom:
-        span, source = 2, block.parent
-    else:
-        return Reference(None, 0)
-    image = read(source)
-    if image is None:
-        raise MissingReference(f"reference tile {source.z}/{source.x}/{source.y} is not stored")
-    t = TILE_SIZE
-    # The source and its 8 neighbours as one canvas; the frame in its pixels (span child
-    # pixels per source pixel), the canvas starting one tile up and left of the source.
-    canvas = np.pad(np.asarray(image.convert("RGB")), ((t, t), (t, t), (0, 0)), mode="edge")
-    left = (block.x * BLOCK_SIZE - margin) // span - (source.x - 1) * t
-    top = (block.y * BLOCK_SIZE - margin) // span - (source.y - 1) * t
-    side = (BLOCK_SIZE + 2 * margin) // span
-    used = [source]
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            x, y = source.x + dx, source.y + dy
-            col, row = (dx + 1) * t, (dy + 1) * t
-            touched = left < col + t and col < left + side and top < row + t and row < top + side
-            if (dx or dy) and touched and 0 <= x < (1 << source.z) and 0 <= y < (1 << source.z):
-                neighbour = read(Tile(x, y, source.z))
-                if neighbour is not None:
-                    canvas[row : row + t, col : col + t] = np.asarray(neighbour.convert("RGB"))
-                    used.append(Tile(x, y, source.z))
-    window = Image.fromarray(canvas).crop((left, top, left + side, top + side))
-    size = BLOCK_SIZE + 2 * margin
-    return Reference(window.resize((size, size), Image.Resampling.BILINEAR), span, used)
-
-
 def block_request(
     block: Block, imagery: Mosaic, reference: Reference, seed: int, margin: int = 0
 ) -> BlockRequest:
@@ -121,7 +68,7 @@ def block_request(
         imagery=Image.fromarray(imagery.rgb, "RGB"),
         reference=reference.image,
         scale=scale,
-        seed=seed,
+        noise_seed=seed,
         margin=margin,
         origin=(block.x * BLOCK_SIZE - margin, block.y * BLOCK_SIZE - margin),
     )

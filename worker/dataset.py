@@ -1,6 +1,7 @@
 """Training-set builder: CSCMG layout (256 px tiles + cascade reference crops) plus 512 px block
 samples, from the synthetic world, any layer imagery source with labels rendered in our style,
-or XYZ map services; resumable, atomic writes.
+or map tiles read through an imagery source (e.g. an XYZ map service); resumable, atomic writes.
+Its cascade references are cut by worker/reference.py, the code that cuts them when serving.
 
 Each pair carries a knowledge mask (`mask_256/`, `mask_512/`, see worker/world/labels.py): where
 the truth is known, where only "none of the labelled classes" is known, and where nothing is."""
@@ -12,23 +13,22 @@ import io
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
-import httpx
 import mercantile
 import numpy as np
 from PIL import Image
 
 from app.imagery_config import DirImageryConfig
 from app.store import write_atomic
-from app.tiles import TILE_SIZE
-from model.reference import prepare_reference
+from app.tiles import TILE_SIZE, Block, Tile, parent_of
 from worker.blocks import png_bytes
 from worker.imagery import open_source
-from worker.imagery.base import ImagerySource, decode_tile
+from worker.imagery.base import ImagerySource
+from worker.reference import MissingReference, Reference, reference_for, tile_reference
 from worker.world import World
 from worker.world.areas import RealSite, get_site
 from worker.world.labels import UNKNOWN, LabelMap, known_where
@@ -37,10 +37,10 @@ from worker.world.noise import hash_unit
 log = logging.getLogger(__name__)
 
 DATASET_VERSION = 2  # 2: knowledge masks
-DIRS_256 = {"rs": "rs_256", "map": "map_256", 2: "ref_scale_2_256", 4: "ref_scale_4_256",
-            "mask": "mask_256"}  # fmt: skip
-DIRS_512 = {"rs": "rs_512", "map": "map_512", 2: "ref_2_512", 4: "ref_4_512", "mask": "mask_512"}
-Key = tuple[int, int, int]  # (z, x, y)
+DIRS_256: dict[str | int, str] = {"rs": "rs_256", "map": "map_256", 2: "ref_scale_2_256",
+                                  4: "ref_scale_4_256", "mask": "mask_256"}  # fmt: skip
+DIRS_512: dict[str | int, str] = {"rs": "rs_512", "map": "map_512", 2: "ref_2_512",
+                                  4: "ref_4_512", "mask": "mask_512"}  # fmt: skip
 
 
 class TileProvider(Protocol):
@@ -71,31 +71,18 @@ class WorldMap:
 
 @dataclass
 class SourceTiles:
-    """Imagery tiles from any layer imagery source (xyz, dir, geotiff, world)."""
+    """Tiles from any layer imagery source (xyz, dir, geotiff, world). As imagery the mask is
+    where it has data; as map truth (`maps=True`, e.g. an XYZ map service) the map is known
+    wherever the source has data."""
 
     source: ImagerySource
+    maps: bool = False
 
     def tile(self, z: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray] | None:
         mosaic = self.source.read(z, x, y, 1, 1)
-        return None if mosaic.empty else (mosaic.rgb, mosaic.mask)
-
-
-@dataclass
-class UrlTiles:
-    """An XYZ service, `https://host/{z}/{x}/{y}.png` (`{-y}` for TMS rows)."""
-
-    template: str
-    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=20.0))
-
-    def tile(self, z: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray] | None:
-        # {-y} first: str.format would read it as a field named "-y" and raise KeyError.
-        url = self.template.replace("{-y}", str((1 << z) - 1 - y)).format(z=z, x=x, y=y)
-        r = self.client.get(url)
-        if r.status_code in (204, 404):
+        if mosaic.empty:
             return None
-        r.raise_for_status()
-        rgb, mask = decode_tile(r.content)
-        return rgb, known_where(mask)
+        return mosaic.rgb, known_where(mosaic.mask) if self.maps else mosaic.mask
 
 
 def open_site(name: str) -> tuple[RealSite, ImagerySource, LabelMap]:
@@ -123,20 +110,22 @@ def write_png(path: Path, image: Image.Image) -> None:
     write_atomic(path, png_bytes(image))
 
 
-def ref_crop(ancestor: np.ndarray, key: Key, levels: int) -> Image.Image:
-    """The part of an ancestor tile (`levels` zooms up) covering tile `key`, upsampled to 256."""
-    z, x, y = key
-    n = 1 << levels
-    size = TILE_SIZE // n
-    cx, cy = (x % n) * size, (y % n) * size
-    crop = Image.fromarray(ancestor[cy : cy + size, cx : cx + size])
-    return crop.resize((TILE_SIZE, TILE_SIZE), Image.Resampling.BILINEAR)
-
-
-def _is_val(key: Key, fraction: float) -> bool:
+def _is_val(tile: Tile, fraction: float) -> bool:
     # By the z-2 ancestor, so a val tile's siblings and block mates are val too (no leakage).
-    z, x, y = key
-    return bool(hash_unit(z - 2, x >> 2, y >> 2, 77) < fraction)
+    return bool(hash_unit(tile.z - 2, tile.x >> 2, tile.y >> 2, 77) < fraction)
+
+
+def _images(refs: dict[int, Reference]) -> dict[str | int, Image.Image]:
+    """span -> the reference's image (cut from a stored ancestor, so never None)."""
+    out: dict[str | int, Image.Image] = {}
+    for span, ref in refs.items():
+        assert ref.image is not None
+        out[span] = ref.image
+    return out
+
+
+def _name(tile: Tile) -> str:
+    return f"{tile.z}_{tile.x}_{tile.y}.png"
 
 
 class _Builder:
@@ -144,88 +133,90 @@ class _Builder:
         self.spec = spec
         self.cache = lru_cache(maxsize=512)(self._fetch)
 
-    def _fetch(self, which: str, z: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def _fetch(self, which: str, tile: Tile) -> tuple[np.ndarray, np.ndarray] | None:
         src = self.spec.imagery if which == "rs" else self.spec.maps
-        return src.tile(z, x, y)
+        return src.tile(tile.z, tile.x, tile.y)
 
-    def rgb(self, which: str, key: Key) -> np.ndarray | None:
-        got = self.cache(which, *key)
+    def rgb(self, which: str, tile: Tile) -> np.ndarray | None:
+        got = self.cache(which, tile)
         return None if got is None else got[0]
 
-    def coverage(self, key: Key) -> float:
+    def map_image(self, tile: Tile) -> Image.Image | None:
+        """The true map tile: what references are cut from (a `MapTileReader`)."""
+        rgb = self.rgb("map", tile)
+        return None if rgb is None else Image.fromarray(rgb)
+
+    def coverage(self, tile: Tile) -> float:
         """Share of the tile with both imagery and some knowledge of the map."""
-        rs, mp = self.cache("rs", *key), self.cache("map", *key)
+        rs, mp = self.cache("rs", tile), self.cache("map", tile)
         if rs is None or mp is None:
             return 0.0
         return float((rs[1] & (mp[1] > UNKNOWN)).mean())
 
-    def knowledge(self, key: Key) -> np.ndarray:
-        got = self.cache("map", *key)
+    def knowledge(self, tile: Tile) -> np.ndarray:
+        got = self.cache("map", tile)
         assert got is not None  # write_* only run where coverage() found the map
         return got[1]
 
-    def tiles(self, z: int) -> list[Key]:
-        return [(t.z, t.x, t.y) for t in mercantile.tiles(*self.spec.bbox, zooms=[z])]
+    def tiles(self, z: int) -> list[Tile]:
+        return [Tile(t.x, t.y, t.z) for t in mercantile.tiles(*self.spec.bbox, zooms=[z])]
 
-    def write_tile(self, key: Key) -> bool:
+    def write_tile(self, tile: Tile) -> bool:
         """All four 256 px images of one tile; False when it lacks data or ancestors."""
-        out, (z, x, y) = self.spec.out, key
-        name = f"{z}_{x}_{y}.png"
-        paths = {k: out / d / name for k, d in DIRS_256.items()}
+        paths = {k: self.spec.out / d / _name(tile) for k, d in DIRS_256.items()}
         if all(p.exists() for p in paths.values()):
             return True
-        rs, mp = self.rgb("rs", key), self.rgb("map", key)
-        ref2 = self.rgb("map", (z - 1, x >> 1, y >> 1))
-        ref4 = self.rgb("map", (z - 2, x >> 2, y >> 2))
-        if rs is None or mp is None or ref2 is None or ref4 is None:
+        rs, mp = self.rgb("rs", tile), self.rgb("map", tile)
+        if rs is None or mp is None:
             return False
-        images = {"rs": Image.fromarray(rs), "map": Image.fromarray(mp),
-                  2: ref_crop(ref2, key, 1), 4: ref_crop(ref4, key, 2),
-                  "mask": Image.fromarray(self.knowledge(key))}  # fmt: skip
+        try:
+            refs = {span: tile_reference(tile, span, self.map_image) for span in (2, 4)}
+        except MissingReference:
+            return False
+        images = {"rs": Image.fromarray(rs), "map": Image.fromarray(mp), **_images(refs),
+                  "mask": Image.fromarray(self.knowledge(tile))}  # fmt: skip
         for k, p in paths.items():
             if not p.exists():
                 write_png(p, images[k])
         return True
 
-    def write_block(self, parent: Key) -> bool:
-        """The 512 px block of `parent` (its 4 children) with its 2X and 4X references."""
-        out, (pz, px, py) = self.spec.out, parent
-        name = f"{pz}_{px}_{py}.png"
-        paths = {k: out / d / name for k, d in DIRS_512.items()}
+    def write_block(self, block: Block) -> bool:
+        """The 512 px block (the 4 children of its parent) with its 2X and 4X references."""
+        paths = {k: self.spec.out / d / _name(block.parent) for k, d in DIRS_512.items()}
         if all(p.exists() for p in paths.values()):
             return True
-        kids = [(pz + 1, 2 * px + dx, 2 * py + dy) for dy in (0, 1) for dx in (0, 1)]
-        rs = [self.rgb("rs", k) for k in kids]
-        mp = [self.rgb("map", k) for k in kids]
-        p_map = self.rgb("map", parent)
-        gp_map = self.rgb("map", (pz - 1, px >> 1, py >> 1))
-        if p_map is None or gp_map is None or any(a is None for a in [*rs, *mp]):
+        rs = [self.rgb("rs", k) for k in block.children]
+        mp = [self.rgb("map", k) for k in block.children]
+        if any(a is None for a in [*rs, *mp]):
+            return False
+        try:  # root zoom 0: the data set has every ancestor's truth
+            refs = {span: reference_for(block, 0, span, self.map_image) for span in (2, 4)}
+        except MissingReference:
             return False
 
         def canvas(parts: list) -> Image.Image:
             return Image.fromarray(np.vstack([np.hstack(parts[:2]), np.hstack(parts[2:])]))
 
-        images = {
-            "rs": canvas(rs),
-            "map": canvas(mp),
-            2: prepare_reference(Image.fromarray(p_map), 2),
-            4: prepare_reference(Image.fromarray(gp_map), 4, (px & 1, py & 1)),
-            "mask": canvas([self.knowledge(k) for k in kids]),
-        }
+        images = {"rs": canvas(rs), "map": canvas(mp), **_images(refs),
+                  "mask": canvas([self.knowledge(k) for k in block.children])}  # fmt: skip
         for k, p in paths.items():
             if not p.exists():
                 write_png(p, images[k])
         return True
 
 
-def plan(spec: DatasetSpec) -> list[tuple[str, Key]]:
-    """Every unit of work: ("tile", key) and ("block", parent key), coarse zooms first."""
+Work = tuple[str, Tile]  # ("tile", the tile) or ("block", the block's parent tile)
+
+
+def plan(spec: DatasetSpec) -> list[Work]:
+    """Every unit of work: ("tile", tile) and ("block", parent tile), coarse zooms first."""
     b = _Builder(spec)
-    work: list[tuple[str, Key]] = []
+    work: list[Work] = []
     for z in spec.zooms:
         tiles = b.tiles(z)
-        work += [("tile", k) for k in tiles]
-        work += [("block", p) for p in sorted({(z - 1, x >> 1, y >> 1) for _, x, y in tiles})]
+        work += [("tile", t) for t in tiles]
+        parents = sorted({parent_of(t) for t in tiles}, key=lambda p: (p.z, p.x, p.y))
+        work += [("block", p) for p in parents]
     return work
 
 
@@ -234,19 +225,18 @@ def build(spec: DatasetSpec, progress: Callable[[int, int], None] | None = None)
     b = _Builder(spec)
     work = plan(spec)
     lists: dict[str, list[str]] = {}
-    for i, (kind, key) in enumerate(work):
-        z, x, y = key
+    for i, (kind, tile) in enumerate(work):
         dirs = DIRS_256 if kind == "tile" else DIRS_512
-        if all((spec.out / d / f"{z}_{x}_{y}.png").exists() for d in dirs.values()):
+        if all((spec.out / d / _name(tile)).exists() for d in dirs.values()):
             ok = True  # written by an earlier run: resume without rendering anything
         elif kind == "tile":
-            ok = b.coverage(key) >= spec.min_coverage and b.write_tile(key)
+            ok = b.coverage(tile) >= spec.min_coverage and b.write_tile(tile)
         else:
-            kids = [(z + 1, 2 * x + dx, 2 * y + dy) for dy in (0, 1) for dx in (0, 1)]
-            cover = float(np.mean([b.coverage(k) for k in kids]))
-            ok = cover >= spec.min_coverage and b.write_block(key)
+            block = Block(spec.area, tile.z, tile.x, tile.y)
+            cover = float(np.mean([b.coverage(k) for k in block.children]))
+            ok = cover >= spec.min_coverage and b.write_block(block)
         if ok:
-            lists.setdefault(_list_name(spec, kind, key), []).append(f"{z}_{x}_{y}.png")
+            lists.setdefault(_list_name(spec, kind, tile), []).append(_name(tile))
         if progress:
             progress(i + 1, len(work))
     for name, rows in lists.items():
@@ -267,12 +257,12 @@ def build(spec: DatasetSpec, progress: Callable[[int, int], None] | None = None)
     return manifest
 
 
-def _list_name(spec: DatasetSpec, kind: str, key: Key) -> str:
+def _list_name(spec: DatasetSpec, kind: str, tile: Tile) -> str:
     if spec.split == "heldout":
         split = "test"
     else:
-        z, x, y = key if kind == "tile" else (key[0] + 1, 2 * key[1], 2 * key[2])
-        split = "val" if _is_val((z, x, y), spec.val_fraction) else "train"
+        first = tile if kind == "tile" else Block(spec.area, tile.z, tile.x, tile.y).children[0]
+        split = "val" if _is_val(first, spec.val_fraction) else "train"
     return split if kind == "tile" else f"blocks_{split}"
 
 

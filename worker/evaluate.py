@@ -22,6 +22,7 @@ from PIL import Image
 
 from app.tiles import TILE_SIZE, Tile
 from model import Generator, metrics
+from model.request import BLOCK_SIZE
 from worker import blocks
 from worker.dataset import open_site
 from worker.imagery import ImagerySource
@@ -98,7 +99,7 @@ def _join(quads: list[np.ndarray]) -> np.ndarray:
 
 
 @dataclass
-class _Cascade:
+class CascadeRun:
     """Everything generated, per tile, as RGB arrays plus the validity mask."""
 
     generated: dict[Tile, np.ndarray] = field(default_factory=dict)
@@ -121,13 +122,13 @@ def run_cascade(
     generator: Generator,
     progress: Callable[[int, int], None] | None = None,
     target: Target | None = None,
-) -> _Cascade:
+) -> CascadeRun:
     """Generate every block from the area's root zoom down to the deepest evaluated zoom."""
     target = target or target_for(spec)
     source, root = target.source, target.root_zoom
     plan = [b for z in range(root, spec.zooms.stop) for b in
             blocks.blocks_covering(LAYER, target.bbox, z)]  # fmt: skip
-    c = _Cascade()
+    c = CascadeRun()
 
     def read(tile: Tile) -> Image.Image | None:
         return c.images.get(tile)
@@ -143,7 +144,7 @@ def run_cascade(
         else:  # no imagery: nothing generated, nothing scored, no truth to render
             truth = np.zeros((512, 512, 3), np.uint8)
             known = np.full((512, 512), UNKNOWN, np.uint8)
-        ref, cut = None, slice(margin, margin + blocks.BLOCK_SIZE)  # the block inside its frame
+        ref, cut = None, slice(margin, margin + BLOCK_SIZE)  # the block inside its frame
         if drawn.reference.image is not None:
             ref = np.asarray(drawn.reference.image.convert("RGB"))[cut, cut]
         valid = imagery.mask & (known > UNKNOWN)
@@ -184,7 +185,7 @@ def _scores(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict:
     }
 
 
-def score(c: _Cascade, zooms: range) -> dict:
+def score(c: CascadeRun, zooms: range) -> dict:
     """Per-zoom metrics of the model and the floors; `overall` = unweighted mean over zooms."""
     per_zoom: dict[str, dict] = {}
     for z in zooms:
@@ -270,7 +271,7 @@ def training_colour_counts(z: int, name: str) -> tuple[np.ndarray, np.ndarray]:
     return hits, total
 
 
-def score_partial(c: _Cascade, zooms: range, classes: tuple[str, ...]) -> dict:
+def score_partial(c: CascadeRun, zooms: range, classes: tuple[str, ...]) -> dict:
     """Real sites: IoU of each labelled class over the pixels whose truth says anything (a
     NOT_LABELLED pixel counts as "not this class"), with the trivial floors beside it."""
     per_zoom: dict[str, dict] = {}
@@ -348,7 +349,7 @@ def _overall(per_zoom: dict[str, dict]) -> dict:
     return out
 
 
-def _labels_view(c: _Cascade) -> dict[Tile, np.ndarray]:
+def _labels_view(c: CascadeRun) -> dict[Tile, np.ndarray]:
     """The truth as a mapper reads labels: unknown pixels hatched grey, not painted background."""
     out = {}
     for t, truth in c.truth.items():
@@ -360,7 +361,7 @@ def _labels_view(c: _Cascade) -> dict[Tile, np.ndarray]:
     return out
 
 
-def write_mosaics(c: _Cascade, zooms: range, out: Path) -> list[str]:
+def write_mosaics(c: CascadeRun, zooms: range, out: Path) -> list[str]:
     """imagery | generated | truth per zoom, as PNGs (shrunk to keep them small)."""
     names = []
     truth = _labels_view(c)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -10,9 +9,7 @@ from datetime import UTC, datetime
 from PIL import Image
 from rq import get_current_job
 
-from app import seeding
-from app.cascade import EVENTS_CHANNEL, lock_name
-from app.metrics import record_failure, record_generation
+from app.blockjob import BlockJob, Completion, Outcome, completed
 from app.tiles import Block
 from worker import blocks
 from worker.context import WorkerContext, current, worker_name
@@ -20,24 +17,29 @@ from worker.context import WorkerContext, current, worker_name
 log = logging.getLogger(__name__)
 
 
-def generate_block(layer: str, z: int, x: int, y: int) -> str:
-    """Entry point named by `app.cascade.JOB_FUNCTION`."""
-    job = get_current_job()
+def generate_block(block: Block | str, *zxy: int) -> str:
+    """Entry point named by `app.blockjob.JOB_FUNCTION`; reports its end to
+    `app.blockjob.completed` (metrics, /events viewers, seed progress). Jobs queued before an
+    upgrade still carry (layer, z, x, y)."""
+    if not isinstance(block, Block):
+        z, x, y = zxy
+        block = Block(block, z, x, y)
+    rq_job = get_current_job()
+    redis = current().redis
     try:
-        outcome = render_and_store(current(), Block(layer, z, x, y))
-        seeding.block_stored(current().redis, Block(layer, z, x, y), outcome == "generated")
-        return outcome
+        completion = render_and_store(current(), block)
     except Exception:
-        final = job is None or not job.retries_left
-        record_failure(current().redis, final=final)
-        if final:  # seeds waiting on it (and on blocks below it) count it failed
-            seeding.block_failed(current().redis, Block(layer, z, x, y))
+        final = rq_job is None or not rq_job.retries_left
+        completed(redis, Completion(block, Outcome.FAILED if final else Outcome.RETRYING))
         raise
+    completed(redis, completion)
+    return completion.outcome.value
 
 
-def render_and_store(ctx: WorkerContext, block: Block) -> str:
+def render_and_store(ctx: WorkerContext, block: Block) -> Completion:
+    job = BlockJob(block)
     lock = ctx.redis.lock(
-        lock_name(block),
+        job.lock_name,
         timeout=ctx.settings.job_timeout + 60,  # outlives the longest generation RQ allows
         blocking_timeout=ctx.settings.job_timeout,
     )
@@ -47,15 +49,11 @@ def render_and_store(ctx: WorkerContext, block: Block) -> str:
     try:
         if ctx.store.has_block(block):  # a duplicate job, or another worker got here first
             log.info("block %s already stored", block.key)
-            return "exists"
+            return Completion(block, Outcome.EXISTS)
         meta = render(ctx, block)
     finally:
         lock.release()
-    record_generation(ctx.redis, meta["duration_s"])
-    tiles = [[t.z, t.x, t.y] for t in block.children]
-    event = {"layer": block.layer, "block": [block.z, block.x, block.y], "tiles": tiles}
-    ctx.redis.publish(EVENTS_CHANNEL, json.dumps(event))
-    return "generated"
+    return Completion(block, Outcome.GENERATED, meta["duration_s"])
 
 
 def render(ctx: WorkerContext, block: Block) -> dict:

@@ -15,10 +15,9 @@ from redis import Redis
 from rq import Queue, SimpleWorker, Worker
 from rq.job import JobStatus
 
-from app.cascade import lock_name
+from app.blockjob import BlockJob
 from app.embedded import process_alive
 from app.settings import Settings
-from app.tiles import Block
 from worker.context import current, worker_name
 
 log = logging.getLogger(__name__)
@@ -65,8 +64,7 @@ def recover_dead_workers(queue: Queue) -> int:
             continue
         job = dead.get_current_job()
         if job is not None and job.get_status() == JobStatus.STARTED:
-            layer, z, x, y = job.args
-            _free_lock(queue.connection, Block(layer, z, x, y), dead.name)
+            _free_lock(queue.connection, BlockJob.of(job), dead.name)
             queue.started_job_registry.remove_executions(job)
             queue.enqueue_job(job)
             recovered += 1
@@ -75,7 +73,7 @@ def recover_dead_workers(queue: Queue) -> int:
     return recovered
 
 
-def _free_lock(redis: Redis, block: Block, worker_name: str) -> None:
-    token = cast(bytes | None, redis.get(lock_name(block)))
+def _free_lock(redis: Redis, job: BlockJob, worker_name: str) -> None:
+    token = cast(bytes | None, redis.get(job.lock_name))
     if token is not None and token.decode().startswith(f"{worker_name}|"):
-        redis.delete(lock_name(block))
+        redis.delete(job.lock_name)

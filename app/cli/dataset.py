@@ -33,6 +33,19 @@ def parse_imagery(text: str) -> dict:
     return {"type": kind, field: value}
 
 
+def _xyz_config(url: str, option: str) -> ImageryConfig:
+    """A tile service template as the `xyz` imagery source reads it (retries, {-y}, {s})."""
+    from pydantic import ValidationError
+
+    from app.imagery_config import parse_imagery_config
+
+    try:
+        return parse_imagery_config({"type": "xyz", "url": url})
+    except ValidationError as e:
+        msg = "; ".join(err["msg"] for err in e.errors())
+        raise click.BadParameter(msg, param_hint=option) from None
+
+
 def _imagery_config(inline: str | None, layer_ref: str | None) -> ImageryConfig:
     """The imagery configuration of --imagery TYPE:PATH or --imagery-layer FILE:NAME."""
     from pydantic import ValidationError
@@ -233,13 +246,14 @@ def _imagery_spec(
             "--imagery-url) with one map truth (--osm or --map-url)"
         )
     if imagery_url:
-        imagery: ds.TileProvider = ds.UrlTiles(imagery_url)
+        imagery = ds.SourceTiles(open_source(_xyz_config(imagery_url, "--imagery-url")))
     else:
         imagery = ds.SourceTiles(open_source(_imagery_config(imagery_inline, imagery_layer)))
+    maps: ds.TileProvider
     if map_url:
         if box is None:
             raise click.UsageError("--map-url needs --bbox")
-        maps: ds.TileProvider = ds.UrlTiles(map_url)
+        maps = ds.SourceTiles(open_source(_xyz_config(map_url, "--map-url")), maps=True)
     else:
         assert osm is not None  # exactly one of --osm and --map-url, checked above
         try:

@@ -4,7 +4,7 @@ A 512x512 input is a block (2x2 tiles of --zoom) and gives a 512x512 map. A 256x
 tile: it is mirrored into the other three quadrants of a block frame (so the ground resolution
 stays that of --zoom and the model sees continuous content, not a blank border), the block is
 generated and its top-left quadrant is written, 256x256. A reference is given in the same
-frame and size as the imagery (a block reference from prepare_reference, or a tile-frame
+frame and size as the imagery (a block reference as worker.reference cuts it, or a tile-frame
 reference such as the CSCMG ref_scale_{2,4}_256 files) and is mirrored the same way.
 """
 
@@ -120,7 +120,7 @@ def generate(
         raise click.UsageError("--span needs --reference (without one the root-zoom mode runs)")
     span_value = 0 if ref_image is None else int(span or 4)
     try:
-        scale = ScaleInfo.cascade(zoom, lat, span_value)
+        scale = ScaleInfo.with_span(zoom, lat, span_value)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--zoom/--lat") from e
 

@@ -8,7 +8,7 @@ import re
 import time
 from email.utils import formatdate, parsedate_to_datetime
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -44,8 +44,12 @@ async def canonical_numbers(request: Request) -> None:
                            "zero or decimals)")  # fmt: skip
 
 
-NOT_MODIFIED = {304: {"description": "Not modified (If-None-Match / If-Modified-Since)"}}
-PNG = {200: {"content": {"image/png": {}}, "description": "A 256x256 PNG tile"}}
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified (If-None-Match / If-Modified-Since)"}
+}
+PNG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "A 256x256 PNG tile"}
+}
 router = APIRouter(
     tags=["tiles"],
     dependencies=[Depends(canonical_numbers)],

@@ -1,9 +1,8 @@
 """Seed progress in Redis, the hooks workers call as blocks are stored or given up, and a seed's
 record as the API shows it (so a seed outlives the API process that started it).
 
-Keys: `mapcascade:seed:{id}` (hash: request, totals, counters, times), `...:{id}:pending` (hash:
-block key -> tiles of the seed it renders), `mapcascade:seeds` (zset of all ids by creation) and
-`mapcascade:seeds:active` (set of ids still queued or running, which workers update).
+Its Redis keys are part of the API-worker contract (`app.blockjob`: SEEDS_KEY, ACTIVE_SEEDS_KEY,
+seed_key, seed_pending_key).
 """
 
 from __future__ import annotations
@@ -17,11 +16,16 @@ from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from app.cascade import job_id
+from app.blockjob import (
+    ACTIVE_SEEDS_KEY,
+    BlockJob,
+    Completion,
+    Outcome,
+    seed_key,
+    seed_pending_key,
+)
 from app.tiles import Block
 
-SEEDS_KEY = "mapcascade:seeds"
-ACTIVE_KEY = "mapcascade:seeds:active"
 ACTIVE_STATUSES = ("queued", "running")
 COUNTERS = ("done", "failed", "generated", "skipped")
 
@@ -69,16 +73,8 @@ return counted
 """
 
 
-def seed_key(seed_id: str) -> str:
-    return f"mapcascade:seed:{seed_id}"
-
-
-def pending_key(seed_id: str) -> str:
-    return f"mapcascade:seed:{seed_id}:pending"
-
-
 def finish(redis: Redis, seed_id: str, block_key: str = "", outcome: str = "") -> bool:
-    keys = [seed_key(seed_id), pending_key(seed_id), ACTIVE_KEY]
+    keys = [seed_key(seed_id), seed_pending_key(seed_id), ACTIVE_SEEDS_KEY]
     args = [block_key, outcome, repr(time.time()), seed_id]
     return bool(redis.eval(FINISH_SCRIPT, 3, *keys, *args))
 
@@ -88,7 +84,7 @@ def text(value: object) -> str:
 
 
 def active_seeds(redis: Redis) -> list[str]:
-    return sorted(text(m) for m in redis.smembers(ACTIVE_KEY))
+    return sorted(text(m) for m in redis.smembers(ACTIVE_SEEDS_KEY))
 
 
 def block_of_key(block_key: str) -> Block:
@@ -97,7 +93,16 @@ def block_of_key(block_key: str) -> Block:
     return Block(layer, z, x, y)
 
 
-# --- hooks the worker calls (worker/jobs.py) ---
+# --- what workers report (app.blockjob.completed) ---
+
+
+def on_completion(redis: Redis, completion: Completion) -> None:
+    """Count a block job's end for the seeds waiting on it (a listener of
+    `app.blockjob.completed`); a try that will be retried changes nothing yet."""
+    if completion.outcome == Outcome.FAILED:
+        block_failed(redis, completion.block)
+    elif completion.outcome != Outcome.RETRYING:
+        block_stored(redis, completion.block, completion.outcome == Outcome.GENERATED)
 
 
 def block_stored(redis: Redis, block: Block, generated: bool) -> None:
@@ -112,7 +117,7 @@ def block_failed(redis: Redis, block: Block) -> None:
     below: set[str] = set()
     for seed_id in active_seeds(redis):
         finish(redis, seed_id, block.key, "failed")
-        for key in map(text, redis.hkeys(pending_key(seed_id))):
+        for key in map(text, redis.hkeys(seed_pending_key(seed_id))):
             if descends_from(key, block):
                 finish(redis, seed_id, key, "failed")
                 below.add(key)
@@ -122,11 +127,12 @@ def block_failed(redis: Redis, block: Block) -> None:
 def drop_deferred_jobs(redis: Redis, block_keys: Iterable[str]) -> int:
     """Delete the jobs of these blocks still waiting on an upstream job that failed for good:
     RQ never enqueues the dependents of a failed job, so they would stay deferred forever. A
-    later miss enqueues the block again once the failure's cooldown is over (`Cascade.ensure`)."""
+    later miss enqueues the block again once the failure's cooldown is over
+    (`BlockQueue.ensure`)."""
     dropped = 0
     for key in block_keys:
         try:
-            job = Job.fetch(job_id(block_of_key(key)), connection=redis)
+            job = Job.fetch(BlockJob(block_of_key(key)).id, connection=redis)
         except NoSuchJobError:
             continue
         if job.get_status() == JobStatus.DEFERRED:

@@ -18,20 +18,24 @@ from redis.lock import Lock
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from app.cascade import Cascade, State, job_id
+from app.blockjob import (
+    ACTIVE_SEEDS_KEY,
+    SEEDS_KEY,
+    BlockJob,
+    seed_enqueuer_lock,
+    seed_key,
+    seed_pending_key,
+)
+from app.cascade import BlockQueue, State
 from app.errors import NotFound
 from app.seeding.plan import SeedPlan
 from app.seeding.progress import (
-    ACTIVE_KEY,
     ACTIVE_STATUSES,
     COUNTERS,
-    SEEDS_KEY,
     active_seeds,
     block_of_key,
     drop_deferred_jobs,
     finish,
-    pending_key,
-    seed_key,
     text,
 )
 from app.settings import Layer
@@ -46,7 +50,7 @@ LOCK_TTL = 30  # seconds an enqueuer's lock outlives a stalled or killed API pro
 class Seeds:
     """Create, read and cancel seeds; enqueue their blocks (in `SeedRunner` threads)."""
 
-    def __init__(self, redis: Redis, cascade: Cascade):
+    def __init__(self, redis: Redis, cascade: BlockQueue):
         self.redis = redis
         self.cascade = cascade
 
@@ -73,7 +77,7 @@ class Seeds:
         with self.redis.pipeline() as pipe:
             pipe.hset(seed_key(seed_id), items=[v for item in record.items() for v in item])
             pipe.zadd(SEEDS_KEY, {seed_id: now})
-            pipe.sadd(ACTIVE_KEY, seed_id)
+            pipe.sadd(ACTIVE_SEEDS_KEY, seed_id)
             pipe.execute()
         return seed_id
 
@@ -95,9 +99,9 @@ class Seeds:
             pipe.hset(
                 seed_key(seed_id), mapping={"status": "cancelled", "finished_at": repr(time.time())}
             )
-            pipe.srem(ACTIVE_KEY, seed_id)
+            pipe.srem(ACTIVE_SEEDS_KEY, seed_id)
             pipe.execute()
-        keys = [text(k) for k in self.redis.hkeys(pending_key(seed_id))]
+        keys = [text(k) for k in self.redis.hkeys(seed_pending_key(seed_id))]
         cancelled = self.cancel_jobs(keys)
         log.info("seed %s cancelled: %d queued blocks dropped", seed_id, cancelled)
         return self.record(seed_id)
@@ -107,10 +111,10 @@ class Seeds:
         others = active_seeds(self.redis)
         cancelled = 0
         for key in block_keys:
-            if any(self.redis.hexists(pending_key(other), key) for other in others):
+            if any(self.redis.hexists(seed_pending_key(other), key) for other in others):
                 continue
             try:
-                job = Job.fetch(job_id(block_of_key(key)), connection=self.redis)
+                job = Job.fetch(BlockJob(block_of_key(key)).id, connection=self.redis)
             except NoSuchJobError:
                 continue
             if job.get_status() in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
@@ -162,7 +166,7 @@ class Seeds:
         new = [v for i, b, tiles in batch if i >= registered for v in (b.key, tiles)]
         if new:  # registered before enqueued, so a block done at once is counted exactly once
             with self.redis.pipeline() as pipe:
-                pipe.hset(pending_key(seed_id), items=new)
+                pipe.hset(seed_pending_key(seed_id), items=new)
                 pipe.hset(seed_key(seed_id), "registered", batch[-1][0] + 1)
                 pipe.execute()
         for _, block, _ in batch:
@@ -196,7 +200,7 @@ class SeedRunner:
             ):
                 return False
             lock = self.seeds.redis.lock(
-                f"mapcascade:seed:{seed_id}:enqueuer", timeout=LOCK_TTL, thread_local=False
+                seed_enqueuer_lock(seed_id), timeout=LOCK_TTL, thread_local=False
             )
             if not lock.acquire(blocking=False, token=f"{os.getpid()}|{time.time_ns()}"):
                 return False
@@ -226,7 +230,7 @@ class SeedRunner:
             try:
                 self.resume_if_needed(self.seeds.record(seed_id))
             except NotFound:
-                self.seeds.redis.srem(ACTIVE_KEY, seed_id)
+                self.seeds.redis.srem(ACTIVE_SEEDS_KEY, seed_id)
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stop_event.set()

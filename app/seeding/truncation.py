@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from app.cascade import Cascade
+from app.cascade import BlockQueue
 from app.seeding.plan import BBox, tile_rect
 from app.settings import Layer
 from app.tiles import Block
@@ -12,7 +12,7 @@ from app.tiles import Block
 log = logging.getLogger(__name__)
 
 
-def truncate(cascade: Cascade, layer: Layer, bbox: BBox, minzoom: int) -> dict[str, int]:
+def truncate(cascade: BlockQueue, layer: Layer, bbox: BBox, minzoom: int) -> dict[str, int]:
     """Remove the tiles of the bbox at minzoom (widened to whole blocks) and all their
     descendants down to the layer's max zoom, with the blocks' metadata, then re-plan the
     queued blocks among them (a seed racing the truncate still ends done); returns the counts."""

@@ -47,12 +47,7 @@ def test_xyz_defaults_and_timeout_shorthand() -> None:
     config = parse_imagery_config({"type": "xyz", "url": URL, "timeout": 7})
     assert isinstance(config, XYZImageryConfig)
     assert (config.timeout.connect, config.timeout.read, config.timeout.total) == (7, 7, 14)
-    assert (config.retries, config.concurrency, config.tile_size, config.max_zoom) == (
-        3,
-        4,
-        256,
-        None,
-    )
+    assert (config.retries, config.concurrency, config.max_zoom) == (3, 4, None)
     split = parse_imagery_config({"type": "xyz", "url": URL, "timeout": {"connect": 2, "read": 9}})
     assert isinstance(split, XYZImageryConfig) and split.timeout.total == 11
 

@@ -189,15 +189,16 @@ def test_tiles_read_again_come_from_the_cache(
 
 
 def test_dataset_url_tiles_read_tms_rows(tile_server: TileServer, tmp_path: Path) -> None:
-    # The dataset builder's map/imagery fetcher with a {-y} template (TMS rows, from the south).
-    from worker.dataset import UrlTiles
+    # The dataset builder reads map truth from a tile service through this source, {-y} too.
+    from worker.dataset import SourceTiles
 
     z, x, y = 19, 309606, 261636
     tms = tmp_path / str(z) / str(x)
     tms.mkdir(parents=True)
     shutil.copy(KAMPALA / str(z) / str(x) / f"{y}.png", tms / f"{(1 << z) - 1 - y}.png")
     tile_server.root = tmp_path
-    got = UrlTiles(tile_server.base_url + "/{z}/{x}/{-y}.png").tile(z, x, y)
+    config = XYZImageryConfig(type="xyz", url=tile_server.base_url + "/{z}/{x}/{-y}.png")
+    got = SourceTiles(XYZSource(config), maps=True).tile(z, x, y)
     assert got is not None
     want = np.asarray(Image.open(KAMPALA / str(z) / str(x) / f"{y}.png").convert("RGB"))
     np.testing.assert_array_equal(got[0][got[1] > 0], want[got[1] > 0])

@@ -26,4 +26,4 @@ def reference() -> Image.Image:
 
 @pytest.fixture
 def request_z18(imagery: Image.Image, reference: Image.Image) -> BlockRequest:
-    return BlockRequest(imagery, reference, ScaleInfo.cascade(18, lat=47.0, span=4), seed=7)
+    return BlockRequest(imagery, reference, ScaleInfo.with_span(18, lat=47.0, span=4), noise_seed=7)

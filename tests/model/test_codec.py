@@ -45,7 +45,9 @@ def test_a_patch_codec_generator_round_trips_through_a_checkpoint(tmp_path) -> N
     assert isinstance(loaded.pipeline.vae, PatchCodec)
     assert loaded.model_id == generator.model_id
     assert loaded.pipeline.prediction_type == "v_prediction"
-    request = BlockRequest(noise_image(1), None, ScaleInfo.cascade(14, lat=60.2, span=0), seed=2)
+    request = BlockRequest(
+        noise_image(1), None, ScaleInfo.with_span(14, lat=60.2, span=0), noise_seed=2
+    )
     a, b = generator.generate([request])[0], loaded.generate([request])[0]
     # Multi-threaded CPU convolutions may round a few pixels one level apart between two
     # module instances; anything more would be a different model.

@@ -32,7 +32,7 @@ def test_output_is_one_rgb_512_block_per_request(tiny: Generator, request_z18) -
 def test_same_seed_same_image_other_seed_other_image(tiny: Generator, request_z18) -> None:  # noqa: ANN001
     a = pixels(tiny.generate([request_z18])[0])
     b = pixels(tiny.generate([request_z18])[0])
-    c = pixels(tiny.generate([dataclasses.replace(request_z18, seed=8)])[0])
+    c = pixels(tiny.generate([dataclasses.replace(request_z18, noise_seed=8)])[0])
     assert np.array_equal(a, b)
     assert np.abs(a - c).mean() > 1
 
@@ -40,23 +40,23 @@ def test_same_seed_same_image_other_seed_other_image(tiny: Generator, request_z1
 def test_reference_and_scale_text_change_the_output(tiny: Generator, request_z18) -> None:  # noqa: ANN001
     base = pixels(tiny.generate([request_z18])[0])
     other_ref = dataclasses.replace(request_z18, reference=noise_image(3))
-    other_zoom = dataclasses.replace(request_z18, scale=ScaleInfo.cascade(16, 47.0, 4))
-    other_lat = dataclasses.replace(request_z18, scale=ScaleInfo.cascade(18, 10.0, 4))
+    other_zoom = dataclasses.replace(request_z18, scale=ScaleInfo.with_span(16, 47.0, 4))
+    other_lat = dataclasses.replace(request_z18, scale=ScaleInfo.with_span(18, 10.0, 4))
     for changed in (other_ref, other_zoom, other_lat):
         assert not np.array_equal(base, pixels(tiny.generate([changed])[0]))
 
 
 def test_root_zoom_runs_with_the_reference_dropped(tiny: Generator, imagery: Image.Image) -> None:
-    root = BlockRequest(imagery, None, ScaleInfo(zoom=12, lat=47.0), seed=7)
+    root = BlockRequest(imagery, None, ScaleInfo(zoom=12, lat=47.0), noise_seed=7)
     (out,) = tiny.generate([root])
     assert out.size == (512, 512)
 
 
 def _batch(imagery: Image.Image, reference: Image.Image) -> list[BlockRequest]:
     return [
-        BlockRequest(imagery, reference, ScaleInfo.cascade(18, 47.0, 4), seed=1),
-        BlockRequest(noise_image(5), None, ScaleInfo(14, 47.0), seed=2),
-        BlockRequest(noise_image(6), reference, ScaleInfo.cascade(15, -20.0, 2), seed=3),
+        BlockRequest(imagery, reference, ScaleInfo.with_span(18, 47.0, 4), noise_seed=1),
+        BlockRequest(noise_image(5), None, ScaleInfo(14, 47.0), noise_seed=2),
+        BlockRequest(noise_image(6), reference, ScaleInfo.with_span(15, -20.0, 2), noise_seed=3),
     ]
 
 
@@ -81,10 +81,10 @@ def test_batched_kernels_keep_per_sample_noise(tiny: Generator, imagery, referen
         assert diff.max() <= 2 and (diff == 0).mean() > 0.99
     # Initial latents are bit-identical per sample, whatever the batch.
     sched = make_scheduler(scheduler, 3)
-    gens = [sample_generator(r.seed) for r in requests]
+    gens = [sample_generator(r.noise_seed) for r in requests]
     all_latents = pipe.prepare_latents(requests, gens, 512, 512, sched)
     for i, r in enumerate(requests):
-        one = pipe.prepare_latents([r], [sample_generator(r.seed)], 512, 512, sched)
+        one = pipe.prepare_latents([r], [sample_generator(r.noise_seed)], 512, 512, sched)
         assert torch.equal(all_latents[i : i + 1], one)
 
 
@@ -169,8 +169,8 @@ def test_anchored_noise_is_fixed_to_the_world_not_the_frame() -> None:
 
 
 def test_a_frame_with_margin_gives_its_512_centre(tiny: Generator) -> None:
-    scale = ScaleInfo.cascade(18, lat=47.0, span=4)
-    frame = BlockRequest(noise_image(1, 640), noise_image(2, 640), scale, seed=7, margin=64,
+    scale = ScaleInfo.with_span(18, lat=47.0, span=4)
+    frame = BlockRequest(noise_image(1, 640), noise_image(2, 640), scale, noise_seed=7, margin=64,
                          origin=(2048 - 64, 4096 - 64))  # fmt: skip
     (out,) = tiny.generate([frame])
     (whole,) = tiny.pipeline([frame], steps=tiny.steps, scheduler=tiny.scheduler)
@@ -187,7 +187,7 @@ def test_frame_size_and_margin_are_checked(tiny: Generator, request_z18) -> None
     scale = request_z18.scale
     with pytest.raises(ValueError, match=r"imagery is \(512, 512\), needs \(576, 576\)"):
         tiny.generate([dataclasses.replace(request_z18, margin=32)])
-    framed = BlockRequest(noise_image(1, 576), noise_image(2, 576), scale, seed=7, margin=32)
+    framed = BlockRequest(noise_image(1, 576), noise_image(2, 576), scale, noise_seed=7, margin=32)
     with pytest.raises(ValueError, match="one margin"):
         tiny.generate([framed, request_z18])
     with pytest.raises(ValueError, match="one margin"):

@@ -37,7 +37,7 @@ def test_shapes_at_every_stage(parts: configs.Components) -> None:
     assert condition.shape == (2, 32, 64, 64)
     features = parts.sfadapter(condition)
     assert [tuple(f.shape) for f in features] == [(2, 16, 64, 64), (2, 32, 32, 32), (2, 64, 16, 16)]
-    context = parts.scale_encoder([ScaleInfo.cascade(18, 0.0, 4), ScaleInfo(14)])
+    context = parts.scale_encoder([ScaleInfo.with_span(18, 0.0, 4), ScaleInfo(14)])
     assert context.shape == (2, 77, 32)
     # Every feature matches the UNet activation it is added to, down and up.
     seen: list[tuple[str, tuple[int, ...]]] = []
@@ -115,7 +115,7 @@ def test_group_norm_variant_and_numeric_scale_encoder() -> None:
     encoder = MFEncoder(stem_channels=8, channels=(8, 16, 32), spade_hidden=8, spade_norm="group")
     assert encoder(torch.zeros(1, 3, 64, 64)).shape == (1, 384, 8, 8)
     numeric = ScaleEncoder(kind="numeric", context_dim=32, num_tokens=4, hidden=16)
-    context = numeric([ScaleInfo.cascade(18, 0.0, 4), ScaleInfo.cascade(18, 0.0, 2)])
+    context = numeric([ScaleInfo.with_span(18, 0.0, 4), ScaleInfo.with_span(18, 0.0, 2)])
     assert context.shape == (2, 4, 32)
     assert not torch.allclose(context[0], context[1])
     with pytest.raises(ValueError):

@@ -25,7 +25,7 @@ def test_z18_equator_prompt_is_the_official_format_with_true_numbers() -> None:
 
 
 def test_latitude_shrinks_resolution_by_cos_lat() -> None:
-    at_60 = ScaleInfo.cascade(16, lat=60.0, span=2)
+    at_60 = ScaleInfo.with_span(16, lat=60.0, span=2)
     assert at_60.ground_resolution == pytest.approx(ScaleInfo(16).ground_resolution / 2)
     assert "map resolution 1.194m/pixel" in at_60.prompt()
     assert "reference zoom level 15, reference zoom scale 2X" in at_60.prompt()
@@ -62,7 +62,7 @@ def test_examples_per_zoom(zoom: int, example: str) -> None:
 @pytest.mark.parametrize("zoom", range(12, 20))
 def test_service_zooms_work_with_both_spans(zoom: int) -> None:
     for span in (0, 2, 4):
-        assert ScaleInfo.cascade(zoom, lat=-33.9, span=span).prompt()
+        assert ScaleInfo.with_span(zoom, lat=-33.9, span=span).prompt()
 
 
 @pytest.mark.parametrize("zoom", [-1, 25, 30])
@@ -88,8 +88,8 @@ def test_inconsistent_scale_raises(kwargs: dict) -> None:
 
 
 def test_numeric_embedding_is_order_one_and_distinguishes_scales() -> None:
-    base = ScaleInfo.cascade(18, 0.0, 4).embedding()
+    base = ScaleInfo.with_span(18, 0.0, 4).embedding()
     assert all(abs(v) <= 1.2 for v in base)
-    assert base != ScaleInfo.cascade(18, 60.0, 4).embedding()
-    assert base != ScaleInfo.cascade(18, 0.0, 2).embedding()
+    assert base != ScaleInfo.with_span(18, 60.0, 4).embedding()
+    assert base != ScaleInfo.with_span(18, 0.0, 2).embedding()
     assert base[0] == pytest.approx(18 / 24)

@@ -44,3 +44,14 @@ def test_data_without_tiles_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2, result.output
     assert "no usable tiles" in result.output
+
+
+def test_the_cli_offers_exactly_the_registrys_trainable_configs() -> None:
+    # `--help` must not import torch, so the CLI names them itself; the registry decides.
+    from app.cli.train import TRAIN_CONFIGS
+    from model.configs import REGISTRY, TRAINABLE_CONFIGS
+
+    assert TRAIN_CONFIGS == TRAINABLE_CONFIGS
+    assert {name: c.learning_rate for name, c in REGISTRY.items()} == {
+        "demo": 3e-4, "tiny": 3e-4, "sd21": 5e-5,
+    }  # fmt: skip

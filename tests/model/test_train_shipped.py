@@ -15,12 +15,12 @@ from tests.model.helpers import noise_image
 def test_shipped_demo_loads_and_generates_rgb_blocks() -> None:
     generator = Generator.load("demo", steps=2)
     assert generator.name == "demo" and generator.scheduler == "ddim"
-    scale = ScaleInfo.cascade(17, lat=60.17, span=4)
-    root = ScaleInfo.cascade(14, lat=60.17, span=0)
+    scale = ScaleInfo.with_span(17, lat=60.17, span=4)
+    root = ScaleInfo.with_span(14, lat=60.17, span=0)
     blocks = generator.generate(
         [
-            BlockRequest(noise_image(1), noise_image(2), scale, seed=3),
-            BlockRequest(noise_image(4), None, root, seed=5),
+            BlockRequest(noise_image(1), noise_image(2), scale, noise_seed=3),
+            BlockRequest(noise_image(4), None, root, noise_seed=5),
         ]
     )
     for block in blocks:

@@ -18,6 +18,7 @@ from PIL import Image
 from redis import Redis
 from rq.registry import StartedJobRegistry
 
+from app.blockjob import EVENTS_CHANNEL
 from app.main import create_app
 from app.store import FileTileStore
 from app.tiles import Block, Tile, ancestor_of
@@ -71,7 +72,7 @@ def test_deep_miss_generates_the_chain_from_the_root_in_order(make_settings, wor
     settings = make_settings([KAMPALA_LAYER])
     redis = Redis.from_url(settings.redis_url)
     pubsub = redis.pubsub()
-    pubsub.subscribe("mapcascade:events")
+    pubsub.subscribe(EVENTS_CHANNEL)
     workers.start(settings)
     workers.wait_ready(redis, 1)
     tile = Tile(309606 * 8, 261636 * 8, 22)  # root 19 + 3, under the root block's first child

@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from redis import Redis
 
-from app.cascade import EVENTS_CHANNEL
+from app.blockjob import EVENTS_CHANNEL
 from app.main import create_app
 from tests.browser.live_service import free_port
 from tests.conftest import KAMPALA_LAYER

@@ -16,7 +16,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 
 from app import seeding
-from app.cascade import job_id
+from app.blockjob import BlockJob, Completion, Outcome, completed, seed_enqueuer_lock
 from app.main import create_app
 from app.seeding import SeedPlan, check_area, tile_rect
 from app.settings import Layer
@@ -90,7 +90,7 @@ def wait_enqueued(client: TestClient, seed_id: str, timeout: float = 10) -> dict
 def store_as_worker(store: FileTileStore, redis: Redis, block: Block, colour: str = "red") -> None:
     """What a worker does for a block: store its four tiles, then report it to the seeds."""
     store.put_block(block, [png(colour)] * 4, {"model": "test"})
-    seeding.block_stored(redis, block, generated=True)
+    completed(redis, Completion(block, Outcome.GENERATED))
 
 
 def all_blocks(layer: str, bbox, minzoom: int, maxzoom: int) -> list[Block]:
@@ -242,12 +242,12 @@ def test_seed_enqueues_every_block_after_its_ancestors(client, redis, settings):
     assert status["blocks"]["pending"] == 6
     blocks = all_blocks("seedarea", AREA, 19, 21)
     for block in blocks:
-        job = Job.fetch(job_id(block), connection=redis)
+        job = Job.fetch(BlockJob(block).id, connection=redis)
         if block.z < 19:  # renders the root zoom: nothing to wait for
             assert job.get_status() == JobStatus.QUEUED
         else:
             assert job.get_status() == JobStatus.DEFERRED
-            assert job.dependency_ids == [job_id(block.upstream())]
+            assert job.dependency_ids == [BlockJob(block.upstream()).id]
     assert Queue(settings.queue_name, connection=redis).count == 1
 
 
@@ -266,7 +266,7 @@ def test_progress_rate_eta_and_completion(client, store, redis):
     assert 0 < status["rate_tiles_per_s"] < 4 / 0.2 + 1
     assert status["eta_s"] == pytest.approx(16 / status["rate_tiles_per_s"], rel=0.05, abs=0.2)
     assert status["progress"] == pytest.approx(5 / 21, abs=1e-3)
-    seeding.block_stored(redis, blocks[1], generated=False)  # a duplicate job counts once
+    completed(redis, Completion(blocks[1], Outcome.EXISTS))  # a duplicate job counts once
     assert client.get(f"/seed/{seed_id}").json()["tiles"]["done"] == 5
     for block in blocks[2:]:
         store_as_worker(store, redis, block)
@@ -293,7 +293,9 @@ def test_a_failed_block_fails_it_and_every_block_below_it(client, store, redis):
     wait_enqueued(client, seed_id)
     root, z20, *z21 = all_blocks("seedarea", AREA, 19, 21)
     store_as_worker(store, redis, root)
-    seeding.block_failed(redis, z20)  # what the worker reports after the last retry
+    completed(
+        redis, Completion(z20, Outcome.FAILED)
+    )  # what the worker reports after the last retry
     status = client.get(f"/seed/{seed_id}").json()
     assert status["status"] == "failed"
     assert status["blocks"] == {
@@ -313,13 +315,13 @@ def test_cancel_drops_the_queued_blocks_and_keeps_what_was_written(client, store
     assert status["status"] == "cancelled" and status["finished_at"]
     assert status["tiles"]["done"] == 1 and status["tiles"]["pending"] == 20
     for block in rest:
-        assert Job.fetch(job_id(block), connection=redis).get_status() == JobStatus.CANCELED
+        assert Job.fetch(BlockJob(block).id, connection=redis).get_status() == JobStatus.CANCELED
     queue = Queue(settings.queue_name, connection=redis)
     # Only the root block's job is left (the test stored that block in its place).
-    assert queue.job_ids == [job_id(root)] and queue.deferred_job_registry.count == 0
+    assert queue.job_ids == [BlockJob(root).id] and queue.deferred_job_registry.count == 0
     assert store.has_block(root)
     # A cancelled seed stays cancelled; cancelling again changes nothing.
-    seeding.block_stored(redis, rest[0], generated=True)
+    completed(redis, Completion(rest[0], Outcome.GENERATED))
     assert client.delete(f"/seed/{seed_id}").json()["status"] == "cancelled"
     assert client.get(f"/seed/{seed_id}").json()["tiles"]["done"] == 1
     assert client.delete("/seed/nope").status_code == 404
@@ -333,8 +335,8 @@ def test_cancel_keeps_blocks_another_seed_waits_on(client, redis):
     wait_enqueued(client, second)
     client.delete(f"/seed/{first}")
     root, z20, *z21 = all_blocks("seedarea", AREA, 19, 21)
-    assert Job.fetch(job_id(z20), connection=redis).get_status() == JobStatus.DEFERRED
-    assert Job.fetch(job_id(z21[0]), connection=redis).get_status() == JobStatus.CANCELED
+    assert Job.fetch(BlockJob(z20).id, connection=redis).get_status() == JobStatus.DEFERRED
+    assert Job.fetch(BlockJob(z21[0]).id, connection=redis).get_status() == JobStatus.CANCELED
 
 
 def test_enqueueing_resumes_in_a_new_api_process_without_double_counting(
@@ -359,7 +361,7 @@ def test_enqueueing_resumes_in_a_new_api_process_without_double_counting(
         return ensure(*args, **kwargs)
 
     monkeypatch.setattr(runner_seeds.cascade, "ensure", dying_ensure)
-    lock = redis.lock(f"mapcascade:seed:{seed_id}:enqueuer", timeout=30)
+    lock = redis.lock(seed_enqueuer_lock(seed_id), timeout=30)
     assert lock.acquire(blocking=False)
     runner_seeds.enqueue(seed_id, lock, stop)
     lock.release()

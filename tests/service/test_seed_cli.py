@@ -13,6 +13,7 @@ import uvicorn
 from click.testing import CliRunner
 from redis import Redis
 
+from app.blockjob import SEEDS_KEY
 from app.cli import main as cli
 from app.main import create_app
 from app.store import FileTileStore
@@ -89,7 +90,7 @@ def test_seed_shows_progress_and_exits_1_when_cancelled(server, settings):
     def cancel_when_submitted() -> None:  # the operator cancelling from another terminal
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            ids = [m.decode() for m in redis.zrange("mapcascade:seeds", 0, -1)]
+            ids = [m.decode() for m in redis.zrange(SEEDS_KEY, 0, -1)]
             if ids:
                 time.sleep(0.3)
                 httpx.delete(f"{server}/seed/{ids[0]}", headers=auth)

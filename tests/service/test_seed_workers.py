@@ -13,7 +13,7 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from app.cascade import job_id
+from app.blockjob import BlockJob
 from app.main import create_app
 from app.store import FileTileStore
 from app.tiles import Block, Tile
@@ -104,7 +104,7 @@ def test_blocks_below_a_failed_block_leave_no_deferred_job_and_a_later_miss_retr
 
     def status_of(block: Block) -> JobStatus | None:
         try:
-            return Job.fetch(job_id(block), connection=redis).get_status()
+            return Job.fetch(BlockJob(block).id, connection=redis).get_status()
         except NoSuchJobError:
             return None
 
@@ -131,7 +131,7 @@ def test_blocks_below_a_failed_block_leave_no_deferred_job_and_a_later_miss_retr
         assert r.status_code == 503 and 0 < int(r.headers["retry-after"]) <= 600, r.text
         assert [status_of(b) for b in [z20, z21[0]]] == [None, None]
 
-        Job.fetch(job_id(root), connection=redis).delete()  # what the cooldown's expiry does
+        Job.fetch(BlockJob(root).id, connection=redis).delete()  # what the cooldown's expiry does
         r = api.get(url)
         assert r.status_code == 200 and r.headers["x-tile-status"] == "pending"
         assert status_of(root) == JobStatus.QUEUED

@@ -15,7 +15,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from app.cli.dataset import dataset
+from app.imagery_config import XYZImageryConfig
 from worker import dataset as ds
+from worker.imagery import open_source
 from worker.world import world_for
 
 AREA = "helsinki-heldout-tiny"  # one z17 tile; z18 gives its four children
@@ -104,8 +106,10 @@ def test_maps_from_an_xyz_service(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/{{z}}/{{x}}/{{y}}.png"
+        xyz = XYZImageryConfig(type="xyz", url=url)
         spec = ds.DatasetSpec(out=tmp_path / "out", bbox=world.bbox, zooms=range(17, 18),
-                              imagery=ds.WorldImagery(world), maps=ds.UrlTiles(url))  # fmt: skip
+                              imagery=ds.WorldImagery(world),
+                              maps=ds.SourceTiles(open_source(xyz), maps=True))  # fmt: skip
         manifest = ds.build(spec)
     finally:
         server.shutdown()
