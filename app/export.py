@@ -19,10 +19,10 @@ from pmtiles.tile import Compression, TileType, tileid_to_zxy, zxy_to_tileid
 from pmtiles.writer import Writer as PMTilesWriter
 
 from app.errors import InvalidRequest
-from app.seeding.plan import BBox, check_area, tile_rect
+from app.seeding.plan import AreaTiles, BBox, check_area
 from app.settings import Layer
 from app.store import FileTileStore
-from app.tiles import Tile, TileRect
+from app.tiles import Tile
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +43,11 @@ class ExportFailed(Exception):
 
 
 @dataclass(frozen=True)
-class ExportPlan:
+class ExportPlan(AreaTiles):
     layer: Layer
     bbox: BBox  # clipped to the layer's bounds
     minzoom: int
     maxzoom: int
-
-    @property
-    def rects(self) -> list[TileRect]:
-        return [tile_rect(self.bbox, z) for z in range(self.minzoom, self.maxzoom + 1)]
-
-    @property
-    def tiles(self) -> int:
-        return sum(r.count for r in self.rects)
 
 
 def plan_export(layer: Layer, bbox: BBox, minzoom: int, maxzoom: int, max_tiles: int) -> ExportPlan:

@@ -24,10 +24,11 @@ def tile_rect(bbox: BBox, zoom: int) -> TileRect:
     return TileRect(zoom, ul.x, ul.y, lr.x, lr.y)
 
 
-@dataclass(frozen=True)
-class SeedPlan:
-    layer: str
-    bbox: BBox  # already clipped to the layer's bounds
+class AreaTiles:
+    """The tiles of a bbox over a zoom range: shared by the seed and export plans (dataclasses
+    that declare these three fields)."""
+
+    bbox: BBox
     minzoom: int
     maxzoom: int
 
@@ -38,6 +39,14 @@ class SeedPlan:
     @property
     def tiles(self) -> int:
         return sum(r.count for r in self.rects)
+
+
+@dataclass(frozen=True)
+class SeedPlan(AreaTiles):
+    layer: str
+    bbox: BBox  # already clipped to the layer's bounds
+    minzoom: int
+    maxzoom: int
 
     @property
     def blocks(self) -> int:

@@ -2,16 +2,9 @@
 (async function () {
   "use strict";
   const mc = window.mapcascade;
-  const status = mc.statusLine(document.getElementById("status"));
-  let info;
-  try {
-    info = await mc.loadTileJSON();
-  } catch (err) {
-    status.error("Cannot load tiles.json: " + err.message);
-    return;
-  }
-  const tj = info.tj;
-  document.title = (tj.description || tj.name || "mapcascade") + " · Leaflet";
+  const viewer = await mc.openViewer("Leaflet");
+  if (!viewer) return;
+  const { status, info, tj } = viewer;
 
   const states = new mc.TileStates(status.setCounts);
   const tileImgs = new Map(); // "z/x/y" -> <img> on screen

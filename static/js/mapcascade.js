@@ -199,6 +199,22 @@
     };
   }
 
+  // The start every viewer shares: its status line and the layer's TileJSON, the page titled
+  // after the layer. Resolves to { status, info, tj }, or null (error shown) without TileJSON.
+  async function openViewer(viewerName) {
+    const status = statusLine(document.getElementById("status"));
+    let info;
+    try {
+      info = await loadTileJSON();
+    } catch (err) {
+      status.error("Cannot load tiles.json: " + err.message);
+      return null;
+    }
+    const tj = info.tj;
+    document.title = (tj.description || tj.name || "mapcascade") + " · " + viewerName;
+    return { status: status, info: info, tj: tj };
+  }
+
   // Starts the live refresh for one map. The page supplies its TileStates and
   // reloadTile(key), which re-fetches the tile "z/x/y" (cache-busted) if on screen.
   // Returns counters (block events seen, tiles reloaded by event or by retry).
@@ -236,6 +252,7 @@
     loadTileInto: loadTileInto,
     TileStates: TileStates,
     statusLine: statusLine,
+    openViewer: openViewer,
     startLiveRefresh: startLiveRefresh,
     imageryTemplate: imageryTemplate,
     setupControls: setupControls,
