@@ -20,7 +20,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from app.blockjob import BlockJob, client_key
-from app.errors import Unavailable
+from app.errors import TooManyPending, Unavailable
 from app.settings import Layer, Settings
 from app.store import TileStore
 from app.tiles import Block
@@ -72,11 +72,17 @@ class BlockState:
     retry_after: int = 0
 
 
-class RateLimited(Exception):
+class RateLimited(TooManyPending):
+    """An anonymous client has its budget of queued blocks: 429 (app/errors.py)."""
+
     def __init__(self, outstanding: int, limit: int):
-        super().__init__(f"{outstanding} blocks already queued for this client (limit {limit})")
-        self.outstanding = outstanding
-        self.limit = limit
+        super().__init__(
+            f"too many tiles being generated for you: {outstanding} blocks already queued "
+            f"for this client (limit {limit}); cached tiles stay available",
+            retry_after=5,
+            outstanding=outstanding,
+            limit=limit,
+        )
 
 
 class BlockQueue:

@@ -15,17 +15,16 @@ from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
 from app.archive import archive_tile
-from app.auth import has_admin_token
-from app.cascade import BlockState, RateLimited, State
+from app.cascade import BlockState, State
 from app.context import Context, get_context
 from app.errors import (
     GenerationFailed,
     NotFound,
     OutsideLayer,
-    TooManyPending,
     UnsupportedFormat,
     documented,
 )
+from app.routes.params import LAYER_PATH_PARAM, RequestedLayer, RequestingClient
 from app.settings import Layer
 from app.store import StoredTile, imagery_of
 from app.tiles import TILE_SIZE, Block, Tile, ancestor_of, check_tile, intersects
@@ -78,33 +77,21 @@ def tile_in_layer(layer: Layer, z: int, x: int, y: int, fmt: str) -> Tile:
     return tile
 
 
-@router.api_route("/tiles/{z}/{x}/{y}.{fmt}", methods=["GET", "HEAD"], summary="Default layer tile",
-                  response_class=Response, responses={**PNG, **NOT_MODIFIED})  # fmt: skip
-async def default_tile(
-    request: Request,
-    z: int,
-    x: int,
-    y: int,
-    fmt: str,
-    wait: Wait = None,
-    ctx: Context = Depends(get_context),
-) -> Response:
-    return await serve_tile(request, ctx, ctx.layer(None), z, x, y, fmt, wait)
-
-
+@router.api_route(
+    "/tiles/{z}/{x}/{y}.{fmt}",
+    methods=["GET", "HEAD"],
+    summary="Default layer tile",
+    response_class=Response,
+    responses={**PNG, **NOT_MODIFIED},
+)
 @router.api_route("/tiles/{layer}/{z}/{x}/{y}.{fmt}", methods=["GET", "HEAD"], summary="Layer tile",
-                  response_class=Response, responses={**PNG, **NOT_MODIFIED})  # fmt: skip
-async def layer_tile(
-    request: Request,
-    layer: str,
-    z: int,
-    x: int,
-    y: int,
-    fmt: str,
-    wait: Wait = None,
-    ctx: Context = Depends(get_context),
-) -> Response:
-    return await serve_tile(request, ctx, ctx.layer(layer), z, x, y, fmt, wait)
+                  response_class=Response, responses={**PNG, **NOT_MODIFIED},
+                  openapi_extra=LAYER_PATH_PARAM)  # fmt: skip
+async def tile(
+    request: Request, z: int, x: int, y: int, fmt: str, layer: RequestedLayer,
+    client: RequestingClient, wait: Wait = None, ctx: Context = Depends(get_context),
+) -> Response:  # fmt: skip
+    return await serve_tile(request, ctx, layer, z, x, y, fmt, wait, client)
 
 
 @router.api_route(
@@ -126,15 +113,12 @@ async def layer_imagery(
 
 
 @router.get("/tiles/{z}/{x}/{y}/meta", summary="How the default layer's tile was generated")
-async def default_meta(z: int, x: int, y: int, ctx: Context = Depends(get_context)) -> dict:
-    return tile_meta(ctx, ctx.layer(None), z, x, y)
-
-
-@router.get("/tiles/{layer}/{z}/{x}/{y}/meta", summary="How a layer's tile was generated")
-async def layer_meta(
-    layer: str, z: int, x: int, y: int, ctx: Context = Depends(get_context)
+@router.get("/tiles/{layer}/{z}/{x}/{y}/meta", summary="How a layer's tile was generated",
+            openapi_extra=LAYER_PATH_PARAM)  # fmt: skip
+async def meta(
+    z: int, x: int, y: int, layer: RequestedLayer, ctx: Context = Depends(get_context)
 ) -> dict:
-    return tile_meta(ctx, ctx.layer(layer), z, x, y)
+    return tile_meta(ctx, layer, z, x, y)
 
 
 def tile_meta(ctx: Context, layer: Layer, z: int, x: int, y: int) -> dict:
@@ -155,6 +139,7 @@ async def serve_tile(
     y: int,
     fmt: str,
     wait: float | None,
+    client: str | None,
 ) -> Response:
     tile = tile_in_layer(layer, z, x, y, fmt)
     if layer.source is not None:  # read-only: served from the archive, never generated
@@ -169,18 +154,7 @@ async def serve_tile(
     ctx.metrics.cache.labels("miss").inc()
 
     block = Block.of(layer.name, tile)
-    client = (
-        None if has_admin_token(request, ctx) else (request.client.host if request.client else "?")
-    )
-    try:
-        state = await run_in_threadpool(ctx.cascade.ensure, layer, block, client)
-    except RateLimited as e:
-        raise TooManyPending(
-            f"too many tiles being generated for you: {e}; cached tiles stay available",
-            retry_after=5,
-            outstanding=e.outstanding,
-            limit=e.limit,
-        ) from None
+    state = await run_in_threadpool(ctx.cascade.ensure, layer, block, client)
     wait = min(ctx.settings.wait_default if wait is None else wait, ctx.settings.wait_max)
     state = await wait_for_block(ctx, block, state, wait)
     if state.state == State.FAILED:
