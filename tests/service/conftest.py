@@ -1,4 +1,5 @@
-"""Service fixtures: `mapcascade api` as deployed, on a free loopback port."""
+"""Service fixtures: the app of a module's `settings` (client, store), and `mapcascade api` as
+deployed on a free loopback port."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from app.main import create_app
+from app.store import FileTileStore
 from tests.browser.live_service import free_port
 from tests.conftest import settings_env
 from tests.service.test_seed import SEED_LAYER
@@ -41,3 +45,15 @@ def live_api(make_settings) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# Modules define `settings`; these serve it through the ASGI app and read its store.
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture
+def store(settings) -> FileTileStore:
+    return FileTileStore(settings.tiles_dir)

@@ -32,17 +32,6 @@ def settings(make_settings):
     return make_settings([KAMPALA_LAYER], wait_default=0.0, max_outstanding_per_client=2)
 
 
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-@pytest.fixture
-def store(settings) -> FileTileStore:
-    return FileTileStore(settings.tiles_dir)
-
-
 def put_block_of(store: FileTileStore, tile: Tile, colour: str = "red") -> Block:
     block = Block.of("kampala", tile)
     store.put_block(block, [png(colour)] * 4, {"model": "test"})

@@ -25,17 +25,6 @@ def settings(make_settings):
     return make_settings([LAYER], admin_token=TOKEN, max_export_tiles=100)
 
 
-@pytest.fixture
-def store(settings) -> FileTileStore:
-    return FileTileStore(settings.tiles_dir)
-
-
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
 def wait_done(client: TestClient, status_url: str, timeout: float = 20) -> dict:
     deadline = time.monotonic() + timeout
     while True:

@@ -63,11 +63,6 @@ def client(settings):
 
 
 @pytest.fixture
-def store(settings) -> FileTileStore:
-    return FileTileStore(settings.tiles_dir)
-
-
-@pytest.fixture
 def redis(settings):
     r = Redis.from_url(settings.redis_url)
     yield r

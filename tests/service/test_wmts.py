@@ -11,8 +11,6 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.main import create_app
-from app.store import FileTileStore
 from app.tiles import Block, Tile
 from app.wmts import OWS_NS, WMTS_NS
 from tests.conftest import KAMPALA_LAYER
@@ -42,17 +40,6 @@ def png(colour: str) -> bytes:
 @pytest.fixture
 def settings(make_settings):
     return make_settings([KAMPALA_LAYER, COARSE], wait_default=0.0, max_outstanding_per_client=2)
-
-
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-@pytest.fixture
-def store(settings) -> FileTileStore:
-    return FileTileStore(settings.tiles_dir)
 
 
 def capabilities(client: TestClient, url: str = "/wmts/1.0.0/WMTSCapabilities.xml", **kw):

@@ -11,7 +11,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.store import FileTileStore
 from app.tiles import Block, Tile
 from app.wmts import OWS_NS, SCALE_DENOMINATOR_Z0, WMTS_NS
 from tests.conftest import KAMPALA_LAYER
@@ -21,17 +20,6 @@ from tests.service.test_wmts import COARSE, NS, SET, capabilities, exception, la
 @pytest.fixture
 def settings(make_settings):
     return make_settings([KAMPALA_LAYER, COARSE], wait_default=0.0)
-
-
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-@pytest.fixture
-def store(settings) -> FileTileStore:
-    return FileTileStore(settings.tiles_dir)
 
 
 def test_capabilities_by_rest_and_kvp_are_the_same_document(client):
