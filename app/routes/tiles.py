@@ -24,7 +24,7 @@ from app.errors import (
     UnsupportedFormat,
     documented,
 )
-from app.routes.params import LAYER_PATH_PARAM, RequestedLayer, RequestingClient
+from app.routes.params import LAYER_PATH_PARAM, RequestedLayer, charged_client
 from app.settings import Layer
 from app.store import StoredTile, imagery_of
 from app.tiles import TILE_SIZE, Block, Tile, ancestor_of, check_tile, intersects
@@ -89,9 +89,9 @@ def tile_in_layer(layer: Layer, z: int, x: int, y: int, fmt: str) -> Tile:
                   openapi_extra=LAYER_PATH_PARAM)  # fmt: skip
 async def tile(
     request: Request, z: int, x: int, y: int, fmt: str, layer: RequestedLayer,
-    client: RequestingClient, wait: Wait = None, ctx: Context = Depends(get_context),
+    wait: Wait = None, ctx: Context = Depends(get_context),
 ) -> Response:  # fmt: skip
-    return await serve_tile(request, ctx, layer, z, x, y, fmt, wait, client)
+    return await serve_tile(request, ctx, layer, z, x, y, fmt, wait)
 
 
 @router.api_route(
@@ -139,7 +139,6 @@ async def serve_tile(
     y: int,
     fmt: str,
     wait: float | None,
-    client: str | None,
 ) -> Response:
     tile = tile_in_layer(layer, z, x, y, fmt)
     if layer.source is not None:  # read-only: served from the archive, never generated
@@ -154,7 +153,7 @@ async def serve_tile(
     ctx.metrics.cache.labels("miss").inc()
 
     block = Block.of(layer.name, tile)
-    state = await run_in_threadpool(ctx.cascade.ensure, layer, block, client)
+    state = await run_in_threadpool(ctx.cascade.ensure, layer, block, charged_client(request, ctx))
     wait = min(ctx.settings.wait_default if wait is None else wait, ctx.settings.wait_max)
     state = await wait_for_block(ctx, block, state, wait)
     if state.state == State.FAILED:

@@ -13,7 +13,6 @@ from fastapi import APIRouter, Depends, Request, Response
 from app.context import Context, get_context
 from app.errors import STATUS_CODES, MapcascadeError, documented
 from app.routes.meta import public_base_url
-from app.routes.params import RequestingClient
 from app.routes.tiles import serve_tile
 from app.tiles import TileOutOfRange
 from app.wmts import (
@@ -90,7 +89,7 @@ def capabilities_response(request: Request, ctx: Context) -> Response:
     responses={**{k: v for k, v in REPORTS.items() if k != 501}, 200: PNG},
 )
 async def restful_tile(request: Request, layer: str, style: str, matrix_set: str, matrix: str,
-                       row: str, col: str, ext: str, client: RequestingClient,
+                       row: str, col: str, ext: str,
                        ctx: Context = Depends(get_context)) -> Response:  # fmt: skip
     """The ResourceURL template of the capabilities: `{TileMatrix}` is the zoom, `{TileRow}`
     the XYZ y, `{TileCol}` the x. `?wait=s` as on /tiles."""
@@ -99,9 +98,7 @@ async def restful_tile(request: Request, layer: str, style: str, matrix_set: str
         fmt = FORMAT if ext == "png" else f".{ext}"
         tile = resolve_tile(ctx.settings.layers, layer, style, matrix_set, matrix, row, col, fmt)
         wait = parse_wait(request.query_params.get("wait"))
-        return await serve_tile(
-            request, ctx, tile.layer, tile.z, tile.x, tile.y, "png", wait, client
-        )
+        return await serve_tile(request, ctx, tile.layer, tile.z, tile.x, tile.y, "png", wait)
 
     return await answering_ows(True, handle)
 
@@ -110,9 +107,7 @@ async def restful_tile(request: Request, layer: str, style: str, matrix_set: str
             responses={**{k: v for k, v in REPORTS.items() if k != 404},
                        200: {"content": {"image/png": {}, MEDIA_TYPE: {}},
                              "description": "A tile, or the capabilities"}})  # fmt: skip
-async def kvp(
-    request: Request, client: RequestingClient, ctx: Context = Depends(get_context)
-) -> Response:
+async def kvp(request: Request, ctx: Context = Depends(get_context)) -> Response:
     """`?SERVICE=WMTS&REQUEST=GetCapabilities`, or `?SERVICE=WMTS&REQUEST=GetTile&VERSION=1.0.0
     &LAYER=..&STYLE=default&FORMAT=image/png&TILEMATRIXSET=..&TILEMATRIX=z&TILEROW=y&TILECOL=x`
     (names in any case; `WAIT=s` as `?wait=` on /tiles)."""
@@ -159,9 +154,7 @@ async def kvp(
                             params["TILEMATRIXSET"], params["TILEMATRIX"], params["TILEROW"],
                             params["TILECOL"], params["FORMAT"])  # fmt: skip
         wait = parse_wait(params.get("WAIT"))
-        return await serve_tile(
-            request, ctx, tile.layer, tile.z, tile.x, tile.y, "png", wait, client
-        )
+        return await serve_tile(request, ctx, tile.layer, tile.z, tile.x, tile.y, "png", wait)
 
     return await answering_ows(False, handle)
 
