@@ -14,7 +14,7 @@ from rq import Worker
 from app.auth import is_trusted_proxy
 from app.context import Context, get_context
 from app.errors import documented
-from app.routes.params import LAYER_PATH_PARAM, RequestedLayer
+from app.routes.params import LAYER_PATH_PARAM, requested_layer
 from app.settings import Layer
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,8 @@ def tilejson(request: Request, ctx: Context, layer: Layer) -> dict:
 @router.get("/tiles.json", summary="TileJSON 3.0.0 of the default layer")
 @router.get("/{layer}/tiles.json", summary="TileJSON 3.0.0 of a layer", responses=documented(404),
             openapi_extra=LAYER_PATH_PARAM)  # fmt: skip
-async def tilejson_of(
-    request: Request, layer: RequestedLayer, ctx: Context = Depends(get_context)
-) -> dict:
-    return tilejson(request, ctx, layer)
+async def tilejson_of(request: Request, ctx: Context = Depends(get_context)) -> dict:
+    return tilejson(request, ctx, requested_layer(request, ctx))
 
 
 @router.get("/layers", summary="The configured layers")

@@ -24,7 +24,7 @@ from app.errors import (
     UnsupportedFormat,
     documented,
 )
-from app.routes.params import LAYER_PATH_PARAM, RequestedLayer, charged_client
+from app.routes.params import LAYER_PATH_PARAM, charged_client, requested_layer
 from app.settings import Layer
 from app.store import StoredTile, imagery_of
 from app.tiles import TILE_SIZE, Block, Tile, ancestor_of, check_tile, intersects
@@ -88,10 +88,10 @@ def tile_in_layer(layer: Layer, z: int, x: int, y: int, fmt: str) -> Tile:
                   response_class=Response, responses={**PNG, **NOT_MODIFIED},
                   openapi_extra=LAYER_PATH_PARAM)  # fmt: skip
 async def tile(
-    request: Request, z: int, x: int, y: int, fmt: str, layer: RequestedLayer,
-    wait: Wait = None, ctx: Context = Depends(get_context),
+    request: Request, z: int, x: int, y: int, fmt: str, wait: Wait = None,
+    ctx: Context = Depends(get_context),
 ) -> Response:  # fmt: skip
-    return await serve_tile(request, ctx, layer, z, x, y, fmt, wait)
+    return await serve_tile(request, ctx, requested_layer(request, ctx), z, x, y, fmt, wait)
 
 
 @router.api_route(
@@ -116,9 +116,9 @@ async def layer_imagery(
 @router.get("/tiles/{layer}/{z}/{x}/{y}/meta", summary="How a layer's tile was generated",
             openapi_extra=LAYER_PATH_PARAM)  # fmt: skip
 async def meta(
-    z: int, x: int, y: int, layer: RequestedLayer, ctx: Context = Depends(get_context)
+    request: Request, z: int, x: int, y: int, ctx: Context = Depends(get_context)
 ) -> dict:
-    return tile_meta(ctx, layer, z, x, y)
+    return tile_meta(ctx, requested_layer(request, ctx), z, x, y)
 
 
 def tile_meta(ctx: Context, layer: Layer, z: int, x: int, y: int) -> dict:
