@@ -16,7 +16,7 @@ from typing import Annotated, Literal, cast
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from redis import Redis
 
 from app.auth import require_admin
@@ -32,6 +32,7 @@ from app.export import (
     take_inventory,
 )
 from app.routes.meta import public_base_url
+from app.routes.params import AreaBody
 from app.seeding.progress import text
 from app.settings import Settings
 from app.store import FileTileStore
@@ -46,22 +47,11 @@ STALE_AFTER = 600
 MEDIA_TYPES = {"mbtiles": "application/vnd.sqlite3", "pmtiles": "application/vnd.pmtiles"}
 
 
-class ExportRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    layer: str | None = Field(None, description="Layer name; the default layer when omitted")
-    bbox: list[float] = Field(description="[west, south, east, north] in degrees (WGS84)")
+class ExportRequest(AreaBody):
     zooms: Annotated[str, Field(max_length=20)] | list[int] = Field(
         description='A zoom range: "14-17", "16" or [14, 17]'
     )
     format: Literal["mbtiles", "pmtiles"] = "mbtiles"
-
-    @field_validator("bbox")
-    @classmethod
-    def _four_numbers(cls, bbox: list[float]) -> list[float]:
-        if len(bbox) != 4:
-            raise ValueError(f"bbox must be 4 numbers [west, south, east, north], got {len(bbox)}")
-        return bbox
 
     @field_validator("zooms")
     @classmethod

@@ -5,6 +5,7 @@ measurable throughput (a sync one, run in the thread pool, halved it; an async o
 from __future__ import annotations
 
 from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.auth import has_admin_token
 from app.context import Context
@@ -27,3 +28,19 @@ def charged_client(request: Request, ctx: Context) -> str | None:
 LAYER_PATH_PARAM = {"parameters": [
     {"name": "layer", "in": "path", "required": True, "schema": {"type": "string"}},
 ]}  # fmt: skip
+
+
+class AreaBody(BaseModel):
+    """The area of an admin request body (seed, truncate, export): a layer and a bbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layer: str | None = Field(None, description="Layer name; the default layer when omitted")
+    bbox: list[float] = Field(description="[west, south, east, north] in degrees (WGS84)")
+
+    @field_validator("bbox")
+    @classmethod
+    def _four_numbers(cls, bbox: list[float]) -> list[float]:
+        if len(bbox) != 4:
+            raise ValueError(f"bbox must be 4 numbers [west, south, east, north], got {len(bbox)}")
+        return bbox

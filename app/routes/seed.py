@@ -8,12 +8,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
 from app.auth import require_admin
 from app.context import Context, get_context
 from app.errors import InvalidRequest, documented
 from app.routes.meta import public_base_url
+from app.routes.params import AreaBody
 from app.seeding import SeedRunner, Seeds, check_area, describe, plan_seed, truncate
 from app.tiles import MAX_ZOOM
 
@@ -40,20 +41,9 @@ router = APIRouter(tags=["seed"], lifespan=lifespan, responses=documented(401, 4
 Zoom = Annotated[int, Field(ge=0, le=MAX_ZOOM)]
 
 
-class AreaRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    layer: str | None = Field(None, description="Layer name; the default layer when omitted")
-    bbox: list[float] = Field(description="[west, south, east, north] in degrees (WGS84)")
+class AreaRequest(AreaBody):
     minzoom: Zoom
     maxzoom: Zoom
-
-    @field_validator("bbox")
-    @classmethod
-    def _four_numbers(cls, bbox: list[float]) -> list[float]:
-        if len(bbox) != 4:
-            raise ValueError(f"bbox must be 4 numbers [west, south, east, north], got {len(bbox)}")
-        return bbox
 
     @property
     def area(self) -> tuple[float, float, float, float]:
