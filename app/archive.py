@@ -8,6 +8,7 @@ import hashlib
 import json
 import mmap
 import sqlite3
+import stat
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -192,7 +193,7 @@ def open_archive(source: ArchiveSource) -> TileArchive:
         st = source.path.stat()
     except OSError as e:
         raise ArchiveError(f"cannot read {source.path}: {e.strerror}") from None
-    if not source.path.is_file():
+    if not stat.S_ISREG(st.st_mode):  # the stat above, not a second one per tile
         raise ArchiveError(f"{source.path} is not a file")
     key = (source.path.resolve(), st.st_mtime_ns, st.st_size)
     with _OPEN_LOCK:
