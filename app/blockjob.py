@@ -6,6 +6,7 @@ Both sides import this module (it needs no torch); each name and key is defined 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ from enum import Enum
 
 from redis import Redis
 from rq import Queue, Retry
-from rq.job import Job
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
 
 from app.tiles import Block
 
@@ -80,6 +82,13 @@ class BlockJob:
             raise TypeError(f"job {job.id} is not a block job")
         return found
 
+    def fetch(self, redis: Redis) -> Job | None:
+        """The block's RQ job, or None when there is none."""
+        try:
+            return Job.fetch(self.id, connection=redis)
+        except NoSuchJobError:
+            return None
+
     @property
     def lock_name(self) -> str:
         """Held by the worker generating the block; its token names that worker."""
@@ -122,6 +131,23 @@ class BlockJob:
         b = self.block
         tiles = [[t.z, t.x, t.y] for t in b.children]
         return json.dumps({"layer": b.layer, "block": [b.z, b.x, b.y], "tiles": tiles})
+
+
+def job_status(job: Job | None) -> JobStatus | None:
+    """The job's status; None when there is no job or it vanished since it was fetched (it
+    expired, or another process deleted it), which callers treat alike."""
+    if job is None:
+        return None
+    try:
+        return job.get_status()
+    except InvalidJobOperation:
+        return None
+
+
+def delete_job(job: Job) -> None:
+    """Delete a job that another process may delete first: gone is the wanted end either way."""
+    with contextlib.suppress(InvalidJobOperation, NoSuchJobError):
+        job.delete()
 
 
 class Outcome(Enum):

@@ -16,10 +16,9 @@ from enum import Enum
 from redis import Redis
 from redis.exceptions import LockError
 from rq import Queue
-from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from app.blockjob import BlockJob, client_key
+from app.blockjob import BlockJob, client_key, delete_job, job_status
 from app.errors import TooManyPending, Unavailable
 from app.settings import Layer, Settings
 from app.store import TileStore
@@ -109,7 +108,7 @@ class BlockQueue:
         if self.store.has_block(block):
             return None, False
         job = self.fetch(block)
-        if job is not None and job.get_status() in LIVE:
+        if job_status(job) in LIVE:
             return job, False
         # Concurrent misses of one block: one of them decides and enqueues, the others then
         # find its job (checking and enqueueing unlocked queued a block once per request).
@@ -126,23 +125,23 @@ class BlockQueue:
         if self.store.has_block(block):
             return None, False
         job = self.fetch(block)
-        status = job.get_status() if job else None
+        status = job_status(job)
         # Only a job that will never store the block is replaced: finished (the block was
         # truncated since), stopped, cancelled, or deferred on an upstream job replaced below.
         # A failed one is kept for failure_cooldown; any other (queued, running, or in one of
         # RQ's transitions while it moves dependents to the queue) is left to RQ.
-        if job is not None and status not in (*DEAD, JobStatus.DEFERRED):
+        if status is not None and status not in (*DEAD, JobStatus.DEFERRED):
             return job, False
         upstream: Job | None = None
         upstream_new = False
         if block.z >= layer.root_zoom:  # the parent tile is itself generated
             upstream, upstream_new = self._ensure(layer, block.upstream(), client)
-            if upstream is not None and upstream.get_status() == JobStatus.FAILED:
+            if job_status(upstream) == JobStatus.FAILED:
                 return upstream, False
         if status == JobStatus.DEFERRED and not upstream_new:
             return job, False  # its upstream job is live, or just stored the parent
         if job is not None:
-            job.delete()
+            delete_job(job)
         if client is not None:
             self._charge(client, block)
         return self._enqueue(block, upstream), True
@@ -170,10 +169,7 @@ class BlockQueue:
             raise RateLimited(-outstanding - 1, s.max_outstanding_per_client)
 
     def fetch(self, block: Block) -> Job | None:
-        try:
-            return Job.fetch(BlockJob(block).id, connection=self.redis)
-        except NoSuchJobError:
-            return None
+        return BlockJob(block).fetch(self.redis)
 
     def state(self, block: Block, job: Job | None = None) -> BlockState:
         if self.store.has_block(block):
@@ -183,11 +179,11 @@ class BlockQueue:
             return BlockState(State.PENDING)
         # A job deferred on a failed ancestor never runs: the ancestor's failure is the answer.
         for _ in range(MAX_CHAIN):
-            upstream = job.dependency if job.get_status() == JobStatus.DEFERRED else None
+            upstream = job.dependency if job_status(job) == JobStatus.DEFERRED else None
             if upstream is None:
                 break
             job = upstream
-        if job.get_status() == JobStatus.FAILED:
+        if job_status(job) == JobStatus.FAILED:
             result = job.latest_result()
             return BlockState(
                 State.FAILED,
@@ -220,7 +216,7 @@ class BlockQueue:
                 continue
             job = self.fetch(block)
             if job is not None:
-                job.delete()
+                delete_job(job)
             below.append(block)
         for block in sorted(below, key=lambda b: b.z):
             self.ensure(layer, block)

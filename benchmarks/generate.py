@@ -1,12 +1,17 @@
-"""Generation throughput: blocks/s and tiles/s of one configuration, with FLOPs and peak fraction.
+"""Generation throughput: blocks/s and tiles/s per batch size and step count, with FLOPs and peak
+fraction.
 
     python benchmarks/generate.py --config sd21 --random-weights --batch-size 1 --steps 2
+    python benchmarks/generate.py --config sd21 --random-weights --dtype bf16 \
+        --batch-size 1 4 8 --steps 20 50 --compile --json sd21.json
 
-Times whole generate calls (conditions, denoising loop, VAE decode) on synthetic blocks: the
-median of --runs timed calls after --warmup calls. FLOPs are counted with
-torch.utils.flop_counter on one UNet step, the VAE decode and the condition encoders; the
-achieved fraction is counted FLOPs / median time / peak, where peak is --peak-tflops or, if
-not given, a measured dense matmul rate in the same dtype on the same device (printed as such).
+Builds the model once and times whole generate calls (conditions, denoising loop, VAE decode)
+on synthetic blocks for every batch size x step count: the median of --runs timed calls after
+--warmup calls (with --compile, the first warmup call of a batch size includes compiling).
+FLOPs are counted with torch.utils.flop_counter on one UNet step, the VAE decode and the
+condition encoders; the achieved fraction is counted FLOPs / median time / peak, where peak
+is --peak-tflops or, if not given, a measured dense matmul rate in the same dtype on the same
+device (printed as such).
 """
 
 from __future__ import annotations
@@ -40,8 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="tiny", help="tiny | sd21 | demo | checkpoint folder")
     parser.add_argument("--random-weights", action="store_true", help="sd21: random weights")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=None, help="default: the model's")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[1])
+    parser.add_argument("--steps", type=int, nargs="+", default=None, help="default: the model's")
     parser.add_argument("--scheduler", choices=SCHEDULER_NAMES, default=None)
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -59,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load(args: argparse.Namespace) -> Generator:
-    options = {"device": args.device, "dtype": args.dtype, "steps": args.steps}
+    options = {"device": args.device, "dtype": args.dtype}
     options |= {"scheduler": args.scheduler, "batch_invariant": False}
     if args.config == "sd21" and args.random_weights:
         return Generator.from_components(configs.build_sd21(random_weights=True), **options)
@@ -126,7 +131,7 @@ def measured_peak_tflops(device: torch.device, dtype: torch.dtype, seconds: floa
     return best / 1e12
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     started = time.perf_counter()
@@ -137,64 +142,71 @@ def main(argv: list[str] | None = None) -> dict:
     if args.channels_last:
         for module in (pipe.unet, pipe.vae):
             module.to(memory_format=torch.channels_last)
+    batches = {n: synthetic_requests(n, args.size, args.margin) for n in args.batch_size}
+    flops = {n: count_flops(generator, requests) for n, requests in batches.items()}  # eager
     if args.compile:
         pipe.unet.compile()
-    requests = synthetic_requests(args.batch_size, args.size, args.margin)
-
-    def call() -> float:
-        sync(device)
-        start = time.perf_counter()
-        pipe(requests, steps=generator.steps, scheduler=generator.scheduler)
-        sync(device)
-        return time.perf_counter() - start
-
-    warmup = [call() for _ in range(args.warmup)]
-    times = [call() for _ in range(args.runs)]
-    median = statistics.median(times)
-    flops = count_flops(generator, requests)
-    total = flops["conditions"] + flops["unet_step"] * generator.steps + flops["vae_decode"]
     if args.peak_tflops is not None:
         peak, peak_source = args.peak_tflops, "given"
     else:
         peak = measured_peak_tflops(device, DTYPES[args.dtype])
         peak_source = "measured dense matmul"
-    result = {
-        "config": args.config,
-        "model_id": generator.model_id,
-        "random_weights": args.random_weights or args.config == "tiny",
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "dtype": args.dtype,
-        "batch_size": args.batch_size,
-        "block_px": args.size,
-        "frame_px": args.size + 2 * args.margin,
-        "steps": generator.steps,
-        "scheduler": generator.scheduler,
-        "compile": args.compile,
-        "channels_last": args.channels_last,
-        "build_s": round(build_s, 2),
-        "warmup_s": [round(t, 3) for t in warmup],
-        "run_s": [round(t, 3) for t in times],
-        "median_s": round(median, 3),
-        "blocks_per_s": args.batch_size / median,
-        "tiles_per_s": TILES_PER_BLOCK * args.batch_size / median,
-        "unet_gflops_per_step": flops["unet_step"] / 1e9,
-        "vae_decode_gflops": flops["vae_decode"] / 1e9,
-        "conditions_gflops": flops["conditions"] / 1e9,
-        "total_gflops_per_call": total / 1e9,
-        "achieved_tflops": total / median / 1e12,
-        "peak_tflops": peak,
-        "peak_source": peak_source,
-        "fraction_of_peak": total / median / 1e12 / peak,
-    }
-    for key, value in result.items():
-        print(f"{key:>22}: {value:.4g}" if isinstance(value, float) else f"{key:>22}: {value}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    results = []
+    for batch_size, requests in batches.items():
+        for steps in args.steps or [generator.steps]:
+
+            def call(requests: list[BlockRequest] = requests, steps: int = steps) -> float:
+                sync(device)
+                start = time.perf_counter()
+                pipe(requests, steps=steps, scheduler=generator.scheduler)
+                sync(device)
+                return time.perf_counter() - start
+
+            warmup = [call() for _ in range(args.warmup)]
+            times = [call() for _ in range(args.runs)]
+            median = statistics.median(times)
+            f = flops[batch_size]
+            total = f["conditions"] + f["unet_step"] * steps + f["vae_decode"]
+            result = {
+                "config": args.config,
+                "model_id": generator.model_id,
+                "random_weights": args.random_weights or args.config == "tiny",
+                "device": str(device),
+                "device_name": torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else platform.processor() or platform.machine(),
+                "threads": torch.get_num_threads(),
+                "dtype": args.dtype,
+                "batch_size": batch_size,
+                "block_px": args.size,
+                "frame_px": args.size + 2 * args.margin,
+                "steps": steps,
+                "scheduler": generator.scheduler,
+                "compile": args.compile,
+                "channels_last": args.channels_last,
+                "build_s": round(build_s, 2),
+                "warmup_s": [round(t, 3) for t in warmup],
+                "run_s": [round(t, 3) for t in times],
+                "median_s": round(median, 3),
+                "blocks_per_s": batch_size / median,
+                "tiles_per_s": TILES_PER_BLOCK * batch_size / median,
+                "unet_gflops_per_step": f["unet_step"] / 1e9,
+                "vae_decode_gflops": f["vae_decode"] / 1e9,
+                "conditions_gflops": f["conditions"] / 1e9,
+                "total_gflops_per_call": total / 1e9,
+                "achieved_tflops": total / median / 1e12,
+                "peak_tflops": peak,
+                "peak_source": peak_source,
+                "fraction_of_peak": total / median / 1e12 / peak,
+            }
+            print()
+            for key, value in result.items():
+                shown = f"{value:.4g}" if isinstance(value, float) else value
+                print(f"{key:>22}: {shown}")
+            results.append(result)
+            if args.json:  # after every configuration: a run cut short keeps what it measured
+                args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
 
 
 if __name__ == "__main__":

@@ -13,14 +13,15 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from redis import Redis
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 
 from app.blockjob import (
     ACTIVE_SEEDS_KEY,
     BlockJob,
     Completion,
     Outcome,
+    delete_job,
+    job_status,
     seed_key,
     seed_pending_key,
 )
@@ -131,12 +132,9 @@ def drop_deferred_jobs(redis: Redis, block_keys: Iterable[str]) -> int:
     (`BlockQueue.ensure`)."""
     dropped = 0
     for key in block_keys:
-        try:
-            job = Job.fetch(BlockJob(block_of_key(key)).id, connection=redis)
-        except NoSuchJobError:
-            continue
-        if job.get_status() == JobStatus.DEFERRED:
-            job.delete()
+        job = BlockJob(block_of_key(key)).fetch(redis)
+        if job is not None and job_status(job) == JobStatus.DEFERRED:
+            delete_job(job)
             dropped += 1
     return dropped
 

@@ -15,13 +15,13 @@ from collections.abc import Iterable
 from redis import Redis
 from redis.exceptions import LockError
 from redis.lock import Lock
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 
 from app.blockjob import (
     ACTIVE_SEEDS_KEY,
     SEEDS_KEY,
     BlockJob,
+    job_status,
     seed_enqueuer_lock,
     seed_key,
     seed_pending_key,
@@ -113,11 +113,9 @@ class Seeds:
         for key in block_keys:
             if any(self.redis.hexists(seed_pending_key(other), key) for other in others):
                 continue
-            try:
-                job = Job.fetch(BlockJob(block_of_key(key)).id, connection=self.redis)
-            except NoSuchJobError:
-                continue
-            if job.get_status() in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+            job = BlockJob(block_of_key(key)).fetch(self.redis)
+            waiting = (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
+            if job is not None and job_status(job) in waiting:
                 job.cancel()
                 cancelled += 1
         return cancelled

@@ -17,6 +17,8 @@ from app.blockjob import (
     Completion,
     Outcome,
     completed,
+    delete_job,
+    job_status,
 )
 from app.store import FileTileStore
 from app.tiles import Block
@@ -58,6 +60,21 @@ def test_the_enqueued_job_carries_its_block_and_runs_the_worker_function(redis):
     # A job queued by the version before the Block argument (layer, z, x, y) is still read.
     old = queue.enqueue_call(JOB_FUNCTION, args=("demo", 14, 7, 9), job_id="block_demo_14_7_9")
     assert BlockJob.of(old) == BlockJob(Block("demo", 14, 7, 9))
+
+
+def test_a_job_deleted_by_another_process_reads_as_gone(redis):
+    # Two API processes (or a seed's cancel and a truncation) may delete one job: the second
+    # finds it gone between fetch and delete, which must not fail its request.
+    block = Block("demo", 15, 18630, 9497)
+    queue = Queue("contract-vanish", connection=redis)
+    BlockJob(block).enqueue(queue, None, timeout=60, retries=0, backoff=2, failure_ttl=30)
+    job = BlockJob(block).fetch(redis)
+    assert job is not None and job_status(job) == "queued"
+    other = BlockJob(block).fetch(redis)
+    other.delete()
+    assert job_status(job) is None
+    delete_job(job)  # no error: already gone
+    assert BlockJob(block).fetch(redis) is None and job_status(None) is None
 
 
 def test_a_generated_block_is_counted_and_announced_once(redis):
