@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from pathlib import Path
+from string import Template
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
@@ -20,6 +21,12 @@ from app.routes import events, export, meta, seed, tiles, wmts
 from app.settings import Settings
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+# The viewer pages, all from static/viewer.html: route -> (name, vendored library, own script).
+VIEWERS = {
+    "/": ("Leaflet", "leaflet/leaflet", "leaflet-map"),
+    "/openlayers": ("OpenLayers", "ol/ol", "openlayers-map"),
+    "/maplibre": ("MapLibre GL", "maplibre-gl/maplibre-gl", "maplibre-map"),
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,17 +67,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def viewer_pages() -> dict[str, str]:
+    """Each viewer's page, linked to the other viewers by relative URLs."""
+    template = Template((STATIC_DIR / "viewer.html").read_text())
+    pages = {}
+    for route, (name, library, script) in VIEWERS.items():
+        links = "\n    ".join(
+            f'<a href="{other.lstrip("/") or "./"}">{other_name}</a>'
+            for other, (other_name, _, _) in VIEWERS.items()
+            if other != route
+        )
+        pages[route] = template.substitute(name=name, library=library, script=script, links=links)
+    return pages
+
+
+def page_handler(page: str):  # noqa: ANN201 - a route endpoint
+    # A closure, not a default argument: FastAPI would read a default as a query parameter.
+    async def viewer() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    return viewer
+
+
 def mount_pages(app: FastAPI) -> None:
-    @app.get("/", include_in_schema=False)
-    async def leaflet() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html")
-
-    @app.get("/openlayers", include_in_schema=False)
-    async def openlayers() -> FileResponse:
-        return FileResponse(STATIC_DIR / "openlayers.html")
-
-    @app.get("/maplibre", include_in_schema=False)
-    async def maplibre() -> FileResponse:
-        return FileResponse(STATIC_DIR / "maplibre.html")
+    for route, page in viewer_pages().items():
+        app.add_api_route(route, page_handler(page), methods=["GET"], include_in_schema=False)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")

@@ -11,12 +11,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from pydantic import Field, field_validator
 from redis import Redis
 
 from app.auth import require_admin
@@ -36,7 +35,6 @@ from app.routes.params import AreaBody
 from app.seeding.progress import text
 from app.settings import Settings
 from app.store import FileTileStore
-from app.tiles import MAX_ZOOM
 
 log = logging.getLogger(__name__)
 
@@ -48,27 +46,7 @@ MEDIA_TYPES = {"mbtiles": "application/vnd.sqlite3", "pmtiles": "application/vnd
 
 
 class ExportRequest(AreaBody):
-    zooms: Annotated[str, Field(max_length=20)] | list[int] = Field(
-        description='A zoom range: "14-17", "16" or [14, 17]'
-    )
     format: Literal["mbtiles", "pmtiles"] = "mbtiles"
-
-    @field_validator("zooms")
-    @classmethod
-    def _zoom_range(cls, zooms: str | list[int]) -> list[int]:
-        if isinstance(zooms, str):
-            low, sep, high = zooms.partition("-")
-            try:
-                zooms = [int(low), int(high if sep else low)]
-            except ValueError:
-                raise ValueError(f"{zooms!r} is not a zoom (15) or a zoom range (14-17)") from None
-        if len(zooms) != 2:
-            raise ValueError(f"zooms must be [min, max], got {len(zooms)} numbers")
-        if not all(0 <= z <= MAX_ZOOM for z in zooms):
-            raise ValueError(f"zooms must be within 0..{MAX_ZOOM}")
-        if zooms[0] > zooms[1]:
-            raise ValueError("the first zoom must not exceed the second")
-        return zooms
 
 
 def record_key(export_id: str) -> str:
@@ -182,7 +160,8 @@ def describe(rec: dict[str, str], base: str) -> dict:
         "state": rec["state"],
         "layer": rec["layer"],
         "bbox": [float(v) for v in rec["bbox"].split(",")],
-        "zooms": [int(rec["minzoom"]), int(rec["maxzoom"])],
+        "minzoom": int(rec["minzoom"]),
+        "maxzoom": int(rec["maxzoom"]),
         "format": rec["format"],
         "tiles": {"done": done, "total": total, "missing": int(rec["missing"])},
         "progress": round(done / total, 4) if total else 1.0,
@@ -234,11 +213,8 @@ async def create_export(
     body: ExportRequest, request: Request, response: Response, ctx: Ctx, exports: Jobs
 ) -> dict:
     layer = ctx.layer(body.layer)
-    west, south, east, north = body.bbox
-    low, high = cast(list[int], body.zooms)  # a list once validated
-    plan = plan_export(
-        layer, (west, south, east, north), int(low), int(high), ctx.settings.max_export_tiles
-    )
+    limit = ctx.settings.max_export_tiles
+    plan = plan_export(layer, body.area, body.minzoom, body.maxzoom, limit)
     rec = await run_in_threadpool(exports.start, plan, body.format)
     status = describe(rec, public_base_url(request, ctx))
     response.headers["Location"] = status["status_url"]

@@ -4,12 +4,15 @@ measurable throughput (a sync one, run in the thread pool, halved it; an async o
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.auth import has_admin_token
 from app.context import Context
 from app.settings import Layer
+from app.tiles import MAX_ZOOM
 
 
 def requested_layer(request: Request, ctx: Context) -> Layer:
@@ -30,13 +33,19 @@ LAYER_PATH_PARAM = {"parameters": [
 ]}  # fmt: skip
 
 
+Zoom = Annotated[int, Field(ge=0, le=MAX_ZOOM)]
+
+
 class AreaBody(BaseModel):
-    """The area of an admin request body (seed, truncate, export): a layer and a bbox."""
+    """The area of an admin request body (seed, truncate, export): a layer, a bbox and a zoom
+    range (checked against the layer by app.seeding.plan.check_area)."""
 
     model_config = ConfigDict(extra="forbid")
 
     layer: str | None = Field(None, description="Layer name; the default layer when omitted")
     bbox: list[float] = Field(description="[west, south, east, north] in degrees (WGS84)")
+    minzoom: Zoom
+    maxzoom: Zoom
 
     @field_validator("bbox")
     @classmethod
@@ -44,3 +53,8 @@ class AreaBody(BaseModel):
         if len(bbox) != 4:
             raise ValueError(f"bbox must be 4 numbers [west, south, east, north], got {len(bbox)}")
         return bbox
+
+    @property
+    def area(self) -> tuple[float, float, float, float]:
+        west, south, east, north = self.bbox
+        return west, south, east, north

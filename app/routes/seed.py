@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from app.auth import require_admin
 from app.context import Context, get_context
@@ -38,18 +38,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 router = APIRouter(tags=["seed"], lifespan=lifespan, responses=documented(401, 403, 404, 422))
 
-Zoom = Annotated[int, Field(ge=0, le=MAX_ZOOM)]
-
-
-class AreaRequest(AreaBody):
-    minzoom: Zoom
-    maxzoom: Zoom
-
-    @property
-    def area(self) -> tuple[float, float, float, float]:
-        west, south, east, north = self.bbox
-        return west, south, east, north
-
 
 def get_runner(request: Request) -> SeedRunner:
     return runner_of(request.app)
@@ -66,7 +54,7 @@ Runner = Annotated[SeedRunner, Depends(get_runner)]
     summary="Pre-generate a bbox over a zoom range (admin)",
 )
 async def create_seed(
-    body: AreaRequest,
+    body: AreaBody,
     request: Request,
     response: Response,
     ctx: Ctx,
@@ -155,18 +143,18 @@ async def truncate_request(
     minzoom: int | None,
     maxzoom: int | None,
     layer: str | None,
-) -> AreaRequest:
+) -> AreaBody:
     """The area from a JSON body, else from the query (`?bbox=W,S,E,N&minzoom=&maxzoom=`)."""
     body = await request.body()
     try:
         if body.strip():
-            return AreaRequest.model_validate_json(body)
+            return AreaBody.model_validate_json(body)
         if bbox is None:
             raise InvalidRequest("give bbox=west,south,east,north, minzoom and maxzoom")
         values = [float(v) for v in bbox.split(",")]
         if maxzoom is None:
             maxzoom = minzoom
-        return AreaRequest.model_validate(
+        return AreaBody.model_validate(
             {"layer": layer, "bbox": values, "minzoom": minzoom, "maxzoom": maxzoom}
         )
     except ValueError as e:

@@ -95,3 +95,10 @@ def test_a_trailing_slash_redirects_to_the_page(client):
     # Under /maplibre/ the page's relative URLs would resolve one level down and miss.
     r = client.get("/maplibre/", follow_redirects=False)
     assert r.status_code in (307, 308) and r.headers["location"].endswith("/maplibre")
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_a_page_is_the_same_whatever_the_query(client, path):
+    # The pages are rendered once from one template; no request value reaches them.
+    assert client.get(path, params={"page": "<script>x</script>"}).text == client.get(path).text
+    assert "$" not in client.get(path).text  # every template field filled
