@@ -19,7 +19,7 @@ from pmtiles.tile import Compression, TileType, tileid_to_zxy, zxy_to_tileid
 from pmtiles.writer import Writer as PMTilesWriter
 
 from app.errors import InvalidRequest
-from app.seeding.plan import AreaTiles, BBox, check_area
+from app.seeding.plan import AreaTiles, BBox, check_area, check_tile_limit
 from app.settings import Layer
 from app.store import FileTileStore
 from app.tiles import Tile
@@ -57,13 +57,7 @@ def plan_export(layer: Layer, bbox: BBox, minzoom: int, maxzoom: int, max_tiles:
             f"layer {layer.name!r} is served from {layer.source.path}: copy that file instead"
         )
     plan = ExportPlan(layer, check_area(layer, bbox, minzoom, maxzoom), minzoom, maxzoom)
-    if plan.tiles > max_tiles:
-        raise InvalidRequest(
-            f"the export covers {plan.tiles} tiles, over the limit of {max_tiles} "
-            "(MAPCASCADE_MAX_EXPORT_TILES): use a smaller bbox or fewer zooms",
-            tiles=plan.tiles,
-            limit=max_tiles,
-        )
+    check_tile_limit("export", plan.tiles, max_tiles, "MAPCASCADE_MAX_EXPORT_TILES")
     return plan
 
 
