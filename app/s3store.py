@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import timedelta
@@ -49,6 +50,7 @@ JSON = {"Content-Type": "application/json"}
 STORE_ERRORS = (BaseError, OSError, TimeoutError)  # FileNotFoundError (no such key) is caught first
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class S3TileStore:
@@ -121,7 +123,7 @@ class S3TileStore:
         elif code:
             problem = f"{where} answered {code}"
         else:
-            problem = f"cannot reach {where} (AWS_ENDPOINT_URL): {first_line(error)}"
+            problem = f"cannot reach {where} (AWS_ENDPOINT_URL): {cause(error)}"
         return f"MAPCASCADE_STORE={self.url}: {problem}"
 
     # Reads
@@ -264,7 +266,9 @@ class S3TileStore:
             raise self._unavailable(e) from e
 
     def _unavailable(self, error: Exception) -> StoreUnavailable:
-        return StoreUnavailable(f"the tile store {self.url} is unavailable: {first_line(error)}")
+        # The details (endpoint, request) go to the log; a client only learns to come back.
+        log.warning("tile store %s unavailable: %s", self.url, first_line(error))
+        return StoreUnavailable("the tile store is unavailable; try again later")
 
 
 def stored_tile(data: bytes, meta: Any) -> StoredTile:
@@ -277,6 +281,12 @@ def s3_error_code(error: Exception) -> str | None:
     """The `<Code>` of an S3 error response quoted in the client's message, if any."""
     found = re.search(r"<Code>(\w+)</Code>", str(error))
     return found.group(1) if found else None
+
+
+def cause(error: Exception) -> str:
+    """The innermost reason in obstore's one-line chain ("... - HTTP error: error sending
+    request"), without the request it was reached through."""
+    return first_line(error).rsplit(" - ", 1)[-1].strip()
 
 
 def first_line(error: Exception) -> str:

@@ -45,8 +45,9 @@ class SeaweedS3:
 
     def start(self, timeout: float = 60) -> SeaweedS3:
         self.folder.mkdir(parents=True, exist_ok=True)
-        identity = {"name": "tests", "credentials": [{"accessKey": ACCESS_KEY,
-                    "secretKey": SECRET_KEY}], "actions": ["Admin", "Read", "Write", "List"]}  # fmt: skip
+        key = {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}
+        actions = ["Admin", "Read", "Write", "List"]
+        identity = {"name": "tests", "credentials": [key], "actions": actions}
         config = self.folder / "s3.json"
         config.write_text(json.dumps({"identities": [identity]}))
         ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
