@@ -5,7 +5,8 @@ whole or not at all), so the file store's guarantee carries over: the four tiles
 imagery) are put first, the block's metadata object last, and its presence means the block is
 complete. The client is obstore (Rust, one connection pool per store): per request it took
 half the time of boto3 against SeaweedFS (benchmarks/s3_client.py), and its async calls keep
-the API's event loop free.
+the API's event loop free. Its runtime does not survive a fork: processes that read the store
+are started fresh (uvicorn spawns its workers; RQ's forked scheduler never reads tiles).
 """
 
 from __future__ import annotations

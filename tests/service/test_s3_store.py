@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -127,3 +128,36 @@ def test_a_store_outage_answers_503_with_retry_after_never_500_or_a_hang(
                 assert "tile store" in r.json()["error"]
     finally:
         server.stop()
+
+
+def test_mapcascade_api_with_several_processes_serves_hits_from_the_bucket(
+    make_settings, s3_server, s3_bucket
+):
+    """The start-up check opens the S3 client before uvicorn starts its processes; obstore's
+    runtime would not survive a fork, uvicorn spawns them, and each serves from the bucket."""
+    settings = make_settings([SEED_LAYER], **s3_server.settings(s3_bucket))
+    open_store(settings).put_block(BLOCK, [png("red")] * 4, {"m": 1})
+    port = free_port()
+    args = [sys.executable, "-m", "app.cli", "api", "--port", str(port), "--workers", "2"]
+    proc = subprocess.Popen(args, env=settings_env(settings), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 90
+        while True:
+            try:
+                httpx.get(base + "/health", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "api did not start"
+                time.sleep(0.3)
+        etags = set()
+        with httpx.Client(base_url=base, timeout=15) as client:
+            for _ in range(20):  # new connections: both processes take some
+                r = client.get(HIT, headers={"Connection": "close"})
+                assert r.status_code == 200 and r.headers["x-cache"] == "HIT", r.text
+                etags.add(r.headers["etag"])
+        head = s3_server.client().head_object(Bucket=s3_bucket, Key="cache" + HIT[6:])
+        assert etags == {head["ETag"]}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
