@@ -166,8 +166,6 @@ class S3TileStore:
         return self._call(lambda: all(self._exists(key) for key in keys))
 
     async def has_block_async(self, block: Block) -> bool:
-        keys = [meta_key(block), *(tile_key(block.layer, c) for c in block.children)]
-
         async def exists(key: str) -> bool:
             try:
                 await obstore.head_async(self._s3, key)
@@ -175,10 +173,14 @@ class S3TileStore:
                 return False
             return True
 
-        async def all_exist() -> bool:
-            return all(await asyncio.gather(*(exists(key) for key in keys)))
+        async def whole() -> bool:
+            # The metadata first, alone: a miss polls this while the block is being generated.
+            if not await exists(meta_key(block)):
+                return False
+            tiles = (exists(tile_key(block.layer, c)) for c in block.children)
+            return all(await asyncio.gather(*tiles))
 
-        return await self._call_async(all_exist)
+        return await self._call_async(whole)
 
     def block_meta(self, block: Block) -> dict | None:
         stored = self._call(lambda: self._get(meta_key(block)))

@@ -220,7 +220,7 @@ def open_store(settings: Settings) -> TileStore:
     dir) or s3://bucket/prefix. An S3 store is checked here (one list request): bad settings
     stop start-up with a `StoreConfigError` instead of failing every request later."""
     url = settings.store
-    if url is None:
+    if not url:  # unset, or set empty (as `${MAPCASCADE_STORE:-}` in a compose file does)
         return FileTileStore(settings.tiles_dir)
     scheme = urlsplit(url).scheme
     if scheme == "file":
@@ -231,7 +231,7 @@ def open_store(settings: Settings) -> TileStore:
         store = S3TileStore.from_settings(settings)
         store.check()
         return store
-    if scheme == "" or (len(scheme) == 1 and os.name == "nt"):  # a plain folder (or C:\\...)
+    if scheme == "":  # a plain folder
         return FileTileStore(Path(url))
     raise StoreConfigError(
         f"MAPCASCADE_STORE={url!r}: unknown scheme {scheme!r}; give a folder, file:///folder "

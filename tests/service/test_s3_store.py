@@ -3,6 +3,8 @@ tiles are served from the bucket with the object's ETag, and an outage answers 5
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import subprocess
 import sys
 import time
@@ -12,17 +14,19 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from app.errors import StoreUnavailable
 from app.main import create_app
 from app.s3store import S3TileStore
 from app.store import FileTileStore, StoreConfigError, open_store
 from app.tiles import Block
 from tests.browser.live_service import free_port
 from tests.conftest import ROOT, settings_env
-from tests.s3server import SeaweedS3
+from tests.s3server import ACCESS_KEY, SECRET_KEY, SeaweedS3
 from tests.service.test_seed import SEED_LAYER, png
 
 BLOCK = Block("seedarea", 18, 309606 >> 1, 261636 >> 1)  # the root block of the seed layer
-HIT = "/tiles/seedarea/{0.z}/{0.x}/{0.y}.png".format(BLOCK.children[0])
+HIT_TILE = BLOCK.children[0]
+HIT = f"/tiles/seedarea/{HIT_TILE.z}/{HIT_TILE.x}/{HIT_TILE.y}.png"
 
 
 def test_the_store_setting_picks_a_folder_or_a_bucket(
@@ -30,6 +34,8 @@ def test_the_store_setting_picks_a_folder_or_a_bucket(
 ):
     default = open_store(make_settings())
     assert isinstance(default, FileTileStore) and default.root == tmp_path / "data" / "tiles"
+    empty = open_store(make_settings(store=""))  # as a compose file's `${MAPCASCADE_STORE:-}`
+    assert isinstance(empty, FileTileStore) and empty.root == tmp_path / "data" / "tiles"
     folder = open_store(make_settings(store=str(tmp_path / "elsewhere")))
     assert isinstance(folder, FileTileStore) and folder.root == tmp_path / "elsewhere"
     url = open_store(make_settings(store=f"file://{tmp_path}/there"))
@@ -161,3 +167,21 @@ def test_mapcascade_api_with_several_processes_serves_hits_from_the_bucket(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_store_that_accepts_connections_and_never_answers_times_out(make_settings):
+    """The hang an outage can be (a half-dead host, a stuck proxy): reads give up in seconds."""
+    silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody ever answers
+    try:
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        store = S3TileStore("tiles", "cache", endpoint=endpoint, access_key_id=ACCESS_KEY,
+                            secret_access_key=SECRET_KEY)  # fmt: skip
+        for read in (lambda: store.get("seedarea", HIT_TILE),
+                     lambda: asyncio.run(store.get_async("seedarea", HIT_TILE))):  # fmt: skip
+            start = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                read()
+            assert time.monotonic() - start < 15
+    finally:
+        silent.close()
