@@ -4,6 +4,7 @@ tiles are served from the bucket with the object's ETag, and an outage answers 5
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from app.errors import StoreUnavailable
 from app.main import create_app
@@ -120,9 +122,14 @@ def test_a_store_outage_answers_503_with_retry_after_never_500_or_a_hang(
             assert hit.headers["etag"] == head["ETag"]  # the object's own: nginx sends it too
             assert client.get(HIT, headers={"If-None-Match": head["ETag"]}).status_code == 304
 
+            # A miss below answers the interim tile, cut from the stored ancestor in the bucket.
+            miss = f"/tiles/seedarea/{HIT_TILE.z + 1}/{2 * HIT_TILE.x}/{2 * HIT_TILE.y}.png"
+            interim = client.get(miss + "?wait=0")
+            assert interim.status_code == 200 and interim.headers["x-tile-status"] == "pending"
+            pixel = Image.open(io.BytesIO(interim.content)).convert("RGB").getpixel((128, 128))
+            assert pixel == (255, 0, 0)
+
             server.stop()  # the store goes away while the API serves
-            below = BLOCK.children[0]
-            miss = f"/tiles/seedarea/{below.z + 1}/{2 * below.x}/{2 * below.y}.png"
             for url in (HIT, miss, HIT.removesuffix(".png") + "/meta"):
                 start = time.monotonic()
                 r = client.get(url)
