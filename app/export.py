@@ -21,7 +21,7 @@ from pmtiles.writer import Writer as PMTilesWriter
 from app.errors import InvalidRequest
 from app.seeding.plan import AreaTiles, BBox, check_area, check_tile_limit
 from app.settings import Layer
-from app.store import FileTileStore
+from app.store import TileStore
 from app.tiles import Tile
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Inventory:
     examples: list[Tile] = field(default_factory=list)  # a few missing tiles, coarse first
 
 
-def take_inventory(store: FileTileStore, plan: ExportPlan) -> Inventory:
+def take_inventory(store: TileStore, plan: ExportPlan) -> Inventory:
     found: list[Tile] = []
     missing = 0
     examples: list[Tile] = []
@@ -116,7 +116,7 @@ def check_output(out: Path, force: bool) -> None:
 
 
 def export_area(
-    store: FileTileStore,
+    store: TileStore,
     plan: ExportPlan,
     out: Path,
     fmt: Format,
@@ -167,7 +167,7 @@ def _reason(e: OSError | sqlite3.Error, out: Path) -> str:
 
 
 def _tile_bytes(
-    store: FileTileStore, layer: str, inventory: Inventory, progress: Progress | None
+    store: TileStore, layer: str, inventory: Inventory, progress: Progress | None
 ) -> Iterator[tuple[Tile, bytes]]:
     total = len(inventory.found)
     for done, tile in enumerate(inventory.found, 1):
