@@ -76,7 +76,9 @@ class FileTileStore:
         except FileNotFoundError:
             return None
         # mtime and size identify a tile version: tiles only change when truncated and regenerated.
-        return StoredTile(data, st.st_mtime, f'"{st.st_mtime_ns:x}-{st.st_size:x}"')
+        # nginx's form ("mtime in seconds-size" in hex): the nginx front serves hits from these
+        # files with the same ETag, so a client's If-None-Match works through either path.
+        return StoredTile(data, st.st_mtime, f'"{int(st.st_mtime):x}-{st.st_size:x}"')
 
     def exists(self, layer: str, tile: Tile) -> bool:
         return self.tile_path(layer, tile).is_file()
