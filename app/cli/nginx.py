@@ -94,5 +94,6 @@ def nginx_config(api: str, listen: str, tiles_dir: Path | None, out: Path | None
     if out is None:
         click.echo(text, nl=False)
     else:
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         click.echo(f"wrote {out}", err=True)
