@@ -439,9 +439,9 @@ def main() -> None:
             measure(name, 2)
         runs: list[Run] = []
         for r in range(args.rounds):
-            # Rotate the order so that no server always runs in the same one's wake.
-            names = list(servers)
-            order = names[r % len(names) :] + names[: r % len(names)]
+            # Alternate the order so that no server always runs in another's wake; the pairs
+            # compared (nginx and front, api and api@...) stay next to each other in time.
+            order = list(servers) if r % 2 == 0 else list(reversed(servers))
             for name in order:
                 n, secs, p50, p99, errs = measure(name, args.seconds)
                 run = Run(
@@ -480,7 +480,16 @@ def main() -> None:
             "rps": round(s["rps"] / limit["rps"], 3),
             "p50": round(s["p50_ms"] / limit["p50_ms"], 2),
             "p99": round(s["p99_ms"] / limit["p99_ms"], 2),
-            # Each round's ratio, both measured in that round: how steady the median is.
+            # Each round's ratio, both measured one after the other in that round: on a shared
+            # machine their median is steadier than the ratio of the medians.
+            "rps_median_of_rounds": statistics.median(
+                a.rps / b.rps
+                for a, b in zip(
+                    [r for r in runs if r.server == name],
+                    [r for r in runs if r.server == "nginx"],
+                    strict=True,
+                )
+            ),
             "rps_per_round": [
                 round(a.rps / b.rps, 3)
                 for a, b in zip(
@@ -517,7 +526,12 @@ def main() -> None:
     print()
     for name, s in summary.items():
         ratio = ratios.get(name)
-        vs = f"  x{ratio['rps']} of nginx (rounds {ratio['rps_per_round']})" if ratio else ""
+        vs = (
+            f"  x{ratio['rps']:.3f} of nginx (median of rounds x"
+            f"{ratio['rps_median_of_rounds']:.3f}; rounds {ratio['rps_per_round']})"
+            if ratio
+            else ""
+        )
         print(f"{name:12s} {s['rps']:9.1f} req/s  p50 {s['p50_ms']:7.2f} ms  "
               f"p99 {s['p99_ms']:7.2f} ms{vs}")  # fmt: skip
     print(f"wrote {args.out}")
