@@ -103,7 +103,9 @@ def test_nginx_is_in_front_serving_the_tiles_volume_read_only(services: dict) ->
     assert conf["source"] == "./deploy/nginx/default.conf"
     assert render["image"] == api["image"] and mounts(render)[tiles["target"]] == "tiles"
     assert mounts(render)["/app/deploy/nginx"] == "./deploy/nginx"  # the template
-    for key in ("MAPCASCADE_LAYERS_FILE", "MAPCASCADE_CORS_ORIGINS", "MAPCASCADE_DATA_DIR"):
+    settings = ("MAPCASCADE_LAYERS_FILE", "MAPCASCADE_DATA_DIR", "MAPCASCADE_CORS_ORIGINS",
+                "MAPCASCADE_CACHE_MAX_AGE")  # fmt: skip
+    for key in settings:
         assert render["environment"][key] == api["environment"][key], key
     layers = api["environment"]["MAPCASCADE_LAYERS_FILE"]
     assert mounts(render)[layers] == mounts(api)[layers]

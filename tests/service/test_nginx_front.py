@@ -3,6 +3,7 @@ from the files with the API's bytes and headers, everything else reaches the API
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -88,9 +89,9 @@ def nginx_main_conf(root: Path, include: Path) -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def front(tmp_path_factory, redis_server: EmbeddedRedis) -> Iterator[Front]:
-    tmp = tmp_path_factory.mktemp("front")
+@contextlib.contextmanager
+def running_front(tmp: Path, redis_url: str, cors_origins: list[str]) -> Iterator[Front]:
+    """Two layers with one stored block each, `mapcascade api` on them, nginx in front."""
     layers = tmp / "layers.yml"
     layers.write_text(yaml.safe_dump({"layers": [FRONT, OTHER]}))
     data_dir = tmp / "data"
@@ -100,9 +101,10 @@ def front(tmp_path_factory, redis_server: EmbeddedRedis) -> Iterator[Front]:
     store.put_block(Block("other", BLOCK.z, BLOCK.x, BLOCK.y), tiles[::-1], {"model": "test"})
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAPCASCADE_")}
     env.update(
-        MAPCASCADE_REDIS_URL=redis_server.url,
+        MAPCASCADE_REDIS_URL=redis_url,
         MAPCASCADE_DATA_DIR=str(data_dir),
         MAPCASCADE_LAYERS_FILE=str(layers),
+        MAPCASCADE_CORS_ORIGINS=json.dumps(cors_origins),
         MAPCASCADE_TRUSTED_PROXIES='["127.0.0.1"]',  # nginx's address, as in the compose file
         MAPCASCADE_WAIT_MAX="0.2",  # no worker runs: a miss answers its interim tile at once
     )
@@ -114,7 +116,8 @@ def front(tmp_path_factory, redis_server: EmbeddedRedis) -> Iterator[Front]:
     nginx = None
     try:
         wait_for(f"http://127.0.0.1:{api_port}/health", api, "mapcascade api")
-        settings = Settings(redis_url=redis_server.url, data_dir=data_dir, layers_file=layers)
+        settings = Settings(redis_url=redis_url, data_dir=data_dir, layers_file=layers,
+                            cors_origins=cors_origins)  # fmt: skip
         conf = tmp / "nginx"
         (conf / "tmp").mkdir(parents=True)
         (conf / "mapcascade.conf").write_text(
@@ -124,10 +127,10 @@ def front(tmp_path_factory, redis_server: EmbeddedRedis) -> Iterator[Front]:
         nginx = subprocess.Popen(
             [NGINX, "-p", str(conf), "-c", str(conf / "nginx.conf"), "-e", "stderr",
              "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         wait_for(f"http://127.0.0.1:{nginx_port}/health", nginx, "nginx")
-        redis = Redis.from_url(redis_server.url)
+        redis = Redis.from_url(redis_url)
         yield Front(f"http://127.0.0.1:{nginx_port}", f"http://127.0.0.1:{api_port}", data_dir,
                     redis)  # fmt: skip
         redis.close()
@@ -136,6 +139,12 @@ def front(tmp_path_factory, redis_server: EmbeddedRedis) -> Iterator[Front]:
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory, redis_server: EmbeddedRedis) -> Iterator[Front]:
+    with running_front(tmp_path_factory.mktemp("front"), redis_server.url, ["*"]) as f:
+        yield f
 
 
 def hits_counted(front: Front) -> int:
@@ -305,6 +314,18 @@ def test_a_forged_forwarded_for_does_not_reach_the_api(front) -> None:
     # The API itself does believe a trusted proxy's header (so behind nginx, clients differ).
     httpx.get(front.api + tile_url(Tile(MISS.x + 2, MISS.y, 20)), headers=forged)
     assert front.redis.exists(client_key("203.0.113.9"))
+
+
+def test_listed_cors_origins_are_answered_alike(tmp_path, redis_server) -> None:
+    listed = ["https://maps.example.org", "https://other.example.org"]
+    with running_front(tmp_path, redis_server.url, listed) as front:
+        for origin in [*listed, "https://evil.example.com", None]:
+            headers = {"Origin": origin} if origin else {}
+            via_nginx, direct = both(front, "GET", tile_url(HIT), headers=headers)
+            assert via_nginx.status_code == direct.status_code == 200
+            assert tile_headers(via_nginx) == tile_headers(direct), origin
+            allowed = via_nginx.headers.get("access-control-allow-origin")
+            assert allowed == (origin if origin in listed else None)
 
 
 def test_the_rendered_config_follows_the_settings(tmp_path) -> None:
