@@ -3,6 +3,7 @@ so nginx serves hits for the same layers, default layer, CORS origins and max-ag
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def render(
         "cors_origins": cors_entries(settings.cors_origins),
         "expose_headers": EXPOSE_HEADERS,
         "cache_max_age": str(settings.cache_max_age),
+        "read_timeout": str(math.ceil(settings.wait_max) + 30),
     }
 
     def fill(m: re.Match) -> str:

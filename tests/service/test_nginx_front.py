@@ -89,6 +89,15 @@ def nginx_main_conf(root: Path, include: Path) -> str:
     )
 
 
+def start_nginx(conf: Path, rendered: str) -> subprocess.Popen:
+    (conf / "tmp").mkdir(parents=True)
+    (conf / "mapcascade.conf").write_text(rendered)
+    (conf / "nginx.conf").write_text(nginx_main_conf(conf, conf / "mapcascade.conf"))
+    args = [NGINX, "-p", str(conf), "-c", str(conf / "nginx.conf"), "-e", "stderr",
+            "-g", "daemon off;"]  # fmt: skip
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 @contextlib.contextmanager
 def running_front(tmp: Path, redis_url: str, cors_origins: list[str]) -> Iterator[Front]:
     """Two layers with one stored block each, `mapcascade api` on them, nginx in front."""
@@ -118,17 +127,8 @@ def running_front(tmp: Path, redis_url: str, cors_origins: list[str]) -> Iterato
         wait_for(f"http://127.0.0.1:{api_port}/health", api, "mapcascade api")
         settings = Settings(redis_url=redis_url, data_dir=data_dir, layers_file=layers,
                             cors_origins=cors_origins)  # fmt: skip
-        conf = tmp / "nginx"
-        (conf / "tmp").mkdir(parents=True)
-        (conf / "mapcascade.conf").write_text(
-            render(settings, api=f"127.0.0.1:{api_port}", listen=f"127.0.0.1:{nginx_port}")
-        )
-        (conf / "nginx.conf").write_text(nginx_main_conf(conf, conf / "mapcascade.conf"))
-        nginx = subprocess.Popen(
-            [NGINX, "-p", str(conf), "-c", str(conf / "nginx.conf"), "-e", "stderr",
-             "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+        rendered = render(settings, f"127.0.0.1:{api_port}", f"127.0.0.1:{nginx_port}")
+        nginx = start_nginx(tmp / "nginx", rendered)
         wait_for(f"http://127.0.0.1:{nginx_port}/health", nginx, "nginx")
         redis = Redis.from_url(redis_url)
         yield Front(f"http://127.0.0.1:{nginx_port}", f"http://127.0.0.1:{api_port}", data_dir,
@@ -326,6 +326,24 @@ def test_listed_cors_origins_are_answered_alike(tmp_path, redis_server) -> None:
             assert tile_headers(via_nginx) == tile_headers(direct), origin
             allowed = via_nginx.headers.get("access-control-allow-origin")
             assert allowed == (origin if origin in listed else None)
+
+
+def test_the_api_down_gives_a_json_503_not_an_nginx_page(tmp_path, front) -> None:
+    settings = Settings(data_dir=front.data_dir, layers_file=front.data_dir.parent / "layers.yml")
+    port = free_port()
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens there
+    nginx = start_nginx(tmp_path / "nginx", render(settings, closed, f"127.0.0.1:{port}"))
+    try:
+        wait_for(f"http://127.0.0.1:{port}/", nginx, "nginx")
+        for path in ("/tiles.json", tile_url(MISS)):
+            r = httpx.get(f"http://127.0.0.1:{port}{path}")
+            assert r.status_code == 503 and r.headers["retry-after"] == "5"
+            assert r.headers["content-type"] == "application/json"
+            assert r.json()["status"] == 503 and r.headers["cache-control"] == "no-store"
+        assert httpx.get(f"http://127.0.0.1:{port}{tile_url(HIT)}").status_code == 200
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=30)
 
 
 def test_the_rendered_config_follows_the_settings(tmp_path) -> None:
