@@ -230,3 +230,8 @@ def test_the_rendered_config_names_the_bucket() -> None:
     assert "try_files" not in seaweed and "root " not in seaweed
     with pytest.raises(ValueError):
         render(Settings(store="s3://"), "api:8000", "80")
+    # A folder store: nginx reads the folder the API writes.
+    assert "root /srv/tiles;" in render(Settings(store="file:///srv/tiles"), "api:8000", "80")
+    assert "root /srv/other;" in render(Settings(store="/srv/other"), "api:8000", "80")
+    with pytest.raises(ValueError):
+        render(Settings(store="gs://tiles"), "api:8000", "80")
