@@ -32,10 +32,12 @@ def weed_binary() -> str:
 
 
 class SeaweedS3:
-    """`weed server` (master, volume, filer, S3 gateway) in `folder`, every port on 127.0.0.1."""
+    """`weed server` (master, volume, filer, S3 gateway) in `folder`, every port on 127.0.0.1.
+    `public_buckets` may be read without credentials, as the nginx front reads tiles."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, public_buckets: tuple[str, ...] = ()):
         self.folder = folder
+        self.public_buckets = public_buckets
         self.port = 0
         self.process: subprocess.Popen | None = None
 
@@ -47,9 +49,12 @@ class SeaweedS3:
         self.folder.mkdir(parents=True, exist_ok=True)
         key = {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}
         actions = ["Admin", "Read", "Write", "List"]
-        identity = {"name": "tests", "credentials": [key], "actions": actions}
+        identities = [{"name": "tests", "credentials": [key], "actions": actions}]
+        if self.public_buckets:  # SeaweedFS's name for requests without a signature
+            reads = [f"Read:{bucket}" for bucket in self.public_buckets]
+            identities.append({"name": "anonymous", "actions": reads})
         config = self.folder / "s3.json"
-        config.write_text(json.dumps({"identities": [identity]}))
+        config.write_text(json.dumps({"identities": identities}))
         ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
         self.port = ports["s3"]
         args = [weed_binary(), "server", f"-dir={self.folder}", "-ip=127.0.0.1",

@@ -1,17 +1,31 @@
 """`mapcascade nginx-config`: the nginx front (deploy/nginx/) rendered from the API's settings,
-so nginx serves hits for the same layers, default layer, CORS origins and max-age as the API."""
+so nginx serves hits for the same layers, default layer, CORS origins and max-age as the API,
+from the same store: the tile folder, or the S3 bucket (anonymous, path-style object URLs)."""
 
 from __future__ import annotations
 
 import math
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
 from app.settings import Layer, Settings
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "mapcascade.conf.template"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nginx"
+TEMPLATE = DEPLOY / "mapcascade.conf.template"
+# The tile location, one per kind of store.
+FOLDER_LOCATION = DEPLOY / "tiles-from-folder.conf.template"
+S3_LOCATION = DEPLOY / "tiles-from-s3.conf.template"
+# Kept-alive connections to the store: a hit costs one request, not a TCP (or TLS) handshake.
+S3_UPSTREAM = """
+upstream mapcascade_store {{
+    server {server};
+    keepalive 32;
+    keepalive_timeout 10s;
+}}
+"""
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 # As app/main.py exposes them to pages on other origins.
 EXPOSE_HEADERS = "ETag, Last-Modified, X-Cache, X-Tile-Status, Retry-After"
@@ -48,16 +62,42 @@ def _quoted(value: str) -> str:
     return value
 
 
+def s3_values(settings: Settings, store_url: str | None) -> dict[str, str]:
+    """Where nginx reads a tile of an s3:// store: `{endpoint}/{bucket}/{prefix}/...`, with the
+    endpoint as nginx reaches it (`store_url`, default AWS_ENDPOINT_URL or AWS S3's regional
+    one)."""
+    assert settings.store is not None
+    store = urlsplit(settings.store)
+    if not store.netloc:
+        raise ValueError(f"MAPCASCADE_STORE={settings.store!r}: no bucket; give s3://bucket/prefix")
+    region = settings.aws_region or "us-east-1"
+    endpoint = urlsplit(
+        store_url or settings.aws_endpoint_url or f"https://s3.{region}.amazonaws.com"
+    )
+    if endpoint.scheme not in ("http", "https") or not endpoint.hostname:
+        raise ValueError(f"cannot proxy to the store endpoint {endpoint.geturl()!r}")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    hostname = _quoted(endpoint.hostname)
+    server = f"[{hostname}]:{port}" if ":" in hostname else f"{hostname}:{port}"
+    path = "/".join(part for part in (store.netloc, store.path.strip("/")) if part)
+    return {
+        "store_upstream": S3_UPSTREAM.format(server=server),
+        "store_scheme": endpoint.scheme,
+        "store_host": _quoted(endpoint.netloc),
+        "store_hostname": hostname,
+        "store_path": _quoted(path),
+    }
+
+
 def render(
     settings: Settings, api: str, listen: str, tiles_dir: Path | None = None,
-    template: Path = TEMPLATE,
+    template: Path = TEMPLATE, store_url: str | None = None,
 ) -> str:  # fmt: skip
     layers = file_backed(settings.layers)
     default = settings.default_layer.name
     values = {
         "api": api,
         "listen": listen,
-        "tiles_dir": str((tiles_dir or settings.tiles_dir).resolve()),
         "default_layer": default,
         "tile_regex": tile_regex(layers, default if default in layers else None),
         "cors_origins": cors_entries(settings.cors_origins),
@@ -65,13 +105,35 @@ def render(
         "cache_max_age": str(settings.cache_max_age),
         "read_timeout": str(math.ceil(settings.wait_max) + 30),
     }
+    if settings.store and urlsplit(settings.store).scheme == "s3":
+        values |= s3_values(settings, store_url)
+        location = S3_LOCATION
+    else:
+        folder = tiles_dir or store_folder(settings)
+        values |= {"store_upstream": "", "tiles_dir": str(folder.resolve())}
+        location = FOLDER_LOCATION
+    # The location's first line says what it is, for the reader of the template only.
+    values["tile_location"] = fill(location, location.read_text().split("\n", 1)[1], values)
+    return fill(template, template.read_text(), values)
 
-    def fill(m: re.Match) -> str:
+
+def store_folder(settings: Settings) -> Path:
+    """The tile folder as the API opens it (app.store.open_store)."""
+    if not settings.store:
+        return settings.tiles_dir
+    url = urlsplit(settings.store)
+    if url.scheme not in ("", "file"):
+        raise ValueError(f"MAPCASCADE_STORE={settings.store!r}: nginx serves folders and s3://")
+    return Path(url.path if url.scheme == "file" else settings.store)
+
+
+def fill(template: Path, text: str, values: dict[str, str]) -> str:
+    def value(m: re.Match) -> str:
         if m.group(1) not in values:
             raise ValueError(f"{template}: unknown placeholder {m.group(0)}")
         return values[m.group(1)]
 
-    return PLACEHOLDER.sub(fill, template.read_text())
+    return PLACEHOLDER.sub(value, text)
 
 
 @click.command("nginx-config")
@@ -83,14 +145,20 @@ def render(
     help="The tile folder as nginx sees it (default: MAPCASCADE_DATA_DIR/tiles).",
 )
 @click.option(
+    "--store-url",
+    help="The S3 endpoint as nginx reaches it, for an s3:// store (default: AWS_ENDPOINT_URL).",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the config here (default: standard output).",
 )
-def nginx_config(api: str, listen: str, tiles_dir: Path | None, out: Path | None) -> None:
+def nginx_config(
+    api: str, listen: str, tiles_dir: Path | None, store_url: str | None, out: Path | None
+) -> None:
     """Print the nginx front's config for these settings (deploy/nginx/)."""
     try:
-        text = render(Settings(), api, listen, tiles_dir)
+        text = render(Settings(), api, listen, tiles_dir, store_url=store_url)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     if out is None:

@@ -1,11 +1,13 @@
 """Cached-tile serving, side by side on the same files: plain nginx (the limit), the nginx front
-of deploy/nginx/ before the API, and `mapcascade api` alone.
+of deploy/nginx/ before the API, and `mapcascade api` alone; with --s3 also the nginx front on
+an S3 store (the same tiles in a local SeaweedFS bucket that allows anonymous reads).
 
 Writes N real PNG tiles into a temporary store, starts the three servers on loopback, drives
 them with the same load generator in interleaved rounds, and prints requests/s, p50 and p99 per
 server plus the ratios to plain nginx. Every process it starts is stopped.
 
     .venv/bin/python benchmarks/serve/run.py            # defaults: 1024 tiles, 3 x 10 s rounds
+    .venv/bin/python benchmarks/serve/run.py --s3       # + front-s3 (needs the dev extras' weed)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import mercantile
@@ -38,6 +41,9 @@ from PIL import Image, ImageDraw
 from app.cli.nginx import render
 from app.embedded import EmbeddedRedis
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.s3server import SeaweedS3
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER = "bench"
@@ -216,12 +222,17 @@ def hits_counted(api: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def check_served_by_nginx(front: str, api: str, paths: list[str]) -> None:
+SAME_HEADERS = ("content-type", "etag", "last-modified", "cache-control", "x-cache")
+
+
+def check_served_by_nginx(
+    front: str, api: str, paths: list[str], headers: tuple[str, ...] = SAME_HEADERS
+) -> None:
     """The front answers hits itself (the API counts none) with the API's headers."""
     before = hits_counted(api)
     for path in paths[:20]:
         a, b = httpx.get(front + path), httpx.get(api + path)
-        for h in ("content-type", "etag", "last-modified", "cache-control", "x-cache"):
+        for h in headers:
             assert a.headers.get(h) == b.headers.get(h), (path, h, a.headers, b.headers)
     assert hits_counted(api) == before + 20, "the front passed hits to the API"
 
@@ -243,6 +254,25 @@ done = function(summary, latency, requests)
     e.connect + e.read + e.write + e.status + e.timeout))
 end
 """
+
+
+def s3_front(
+    procs: Processes, tmp: Path, data_dir: Path, settings: Settings, api: str, port: int,
+    workers: int,
+) -> tuple[subprocess.Popen, SeaweedS3]:  # fmt: skip
+    """The tiles copied into a SeaweedFS bucket anyone may read, and the front rendered for it
+    (the API behind it stays on the folder: every request measured is a hit from the bucket)."""
+    from tests.s3server import SeaweedS3  # the dev extras' SeaweedFS, as the tests start it
+
+    seaweed = SeaweedS3(tmp / "seaweedfs", public_buckets=("bench",)).start()
+    client = seaweed.client()
+    client.create_bucket(Bucket="bench")
+    for f in (data_dir / "tiles").rglob("*.png"):
+        key = f"tiles/{f.relative_to(data_dir / 'tiles')}"
+        client.put_object(Bucket="bench", Key=key, Body=f.read_bytes(), ContentType="image/png")
+    s3 = settings.model_copy(update=seaweed.settings("bench", "tiles"))
+    conf = render(s3, api=api, listen=f"127.0.0.1:{port}")
+    return start_nginx(procs, "front-s3", tmp / "front-s3", conf, workers), seaweed
 
 
 def run_wrk(
@@ -339,6 +369,11 @@ def main() -> None:
         help="uvicorn workers and nginx worker processes alike (1 leaves a core to the load "
         "generator on a 2-core machine)",
     )
+    ap.add_argument(
+        "--s3",
+        action="store_true",
+        help="also the nginx front on an S3 store (SeaweedFS on this machine, as server front-s3)",
+    )
     ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     ap.add_argument(
         "--compare-api",
@@ -362,6 +397,7 @@ def main() -> None:
     tmp.chmod(0o755)  # nginx workers run as nobody when started by root
     procs = Processes()
     redis = EmbeddedRedis()
+    seaweed: SeaweedS3 | None = None
     try:
         data_dir = tmp / "data"
         print(f"writing {args.tiles} tiles ...", flush=True)
@@ -412,6 +448,11 @@ def main() -> None:
             "front": f"http://127.0.0.1:{front_port}",
             "api": f"http://127.0.0.1:{api_port}",
         }
+        if args.s3:
+            front_s3_port = free_port()
+            front_s3, seaweed = s3_front(procs, tmp, data_dir, settings, f"127.0.0.1:{api_port}",
+                                         front_s3_port, args.workers)  # fmt: skip
+            servers["front-s3"] = f"http://127.0.0.1:{front_s3_port}"
         apis = [("api", api_port, env)]
         if args.compare_api is not None:  # the same API from another checkout, e.g. before a change
             other_port = free_port()
@@ -429,6 +470,10 @@ def main() -> None:
             if name != "nginx":
                 check_same_bytes(servers["nginx"], servers[name], paths, data_dir)
         check_served_by_nginx(servers["front"], servers["api"], paths)
+        if args.s3:  # the object's ETag (MD5) and date, not the file's
+            wait_ready(servers["front-s3"] + paths[0], front_s3)
+            check_served_by_nginx(servers["front-s3"], servers["api"], paths,
+                                  ("content-type", "cache-control", "x-cache"))  # fmt: skip
 
         def measure(name: str, seconds: float) -> tuple[int, float, float, float, int]:
             if loadgen == "wrk":
@@ -462,6 +507,8 @@ def main() -> None:
                 )
     finally:
         procs.stop_all()
+        if seaweed is not None:
+            seaweed.stop()
         redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -503,7 +550,8 @@ def main() -> None:
         if name != "nginx"
     }
     result = {
-        "benchmark": "cached tile serving: plain nginx, nginx front, mapcascade api (same files)",
+        "benchmark": "cached tile serving: plain nginx, nginx front (files, and S3 with --s3), "
+        "mapcascade api (same tiles)",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["benchmarks/serve/run.py", *sys.argv[1:]]),
         "settings": {
