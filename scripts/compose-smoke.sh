@@ -94,8 +94,12 @@ step "image mapcascade:latest: $((size / 1000000)) MB, built in $(($(date +%s) -
 # --- 2. the stack, workers on CPU --------------------------------------------------------------
 # Compose before v2.24 cannot remove a key in an override (`!reset`), so the file is rendered and
 # changed here: the GPU reservation goes, the device is the CPU, the entry port is ENTRY_PORT.
+# Compose 1.29 predates the top-level `name` (`-p` names the project here): it is left out.
 token=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
-MAPCASCADE_ADMIN_TOKEN=$token "${compose[@]}" -f docker-compose.yml config >"$work/rendered.yml"
+python3 -c 'import sys, yaml; spec = yaml.safe_load(open(sys.argv[1])); spec.pop("name", None)
+yaml.safe_dump(spec, open(sys.argv[2], "w"), sort_keys=False)' docker-compose.yml "$work/base.yml"
+MAPCASCADE_ADMIN_TOKEN=$token "${compose[@]}" --project-directory . -f "$work/base.yml" config \
+    >"$work/rendered.yml"
 python3 - "$work/rendered.yml" "$smoke_file" "$ENTRY" "$ENTRY_PORT" <<'PY'
 import sys
 
