@@ -10,8 +10,10 @@
 #   BASE_IMAGE  image to build on (default: mapcascade/python:3.11-bookworm, built by
 #               scripts/debian-base.sh when missing; python:3.11-slim where Docker Hub answers)
 #   TORCH       cpu | cuda: the torch build the wheelhouse gets when it is empty (default cpu)
-#   ENTRY       the service clients reach (default api)
+#   ENTRY       the service clients reach: nginx where docker-compose.yml has it, else api
 #   ENTRY_PORT  host port it is published on (default 18080)
+# Where Docker Hub cannot be reached, the redis and nginx services run images made from
+# Debian packages by scripts/debian-base.sh (mapcascade/redis:bookworm, mapcascade/nginx:bookworm).
 #   PROJECT     Compose project name (default mapcascade-smoke: never a running deployment)
 #   KEEP_UP=1   leave the stack running at the end (for a look around); default: down -v
 #
@@ -23,7 +25,10 @@ cd "$(dirname "$0")/.."
 
 BASE_IMAGE=${BASE_IMAGE:-mapcascade/python:3.11-bookworm}
 TORCH=${TORCH:-cpu}
-ENTRY=${ENTRY:-api}
+if [ -z "${ENTRY:-}" ]; then
+    ENTRY=api
+    grep -q '^  nginx:' docker-compose.yml && ENTRY=nginx
+fi
 ENTRY_PORT=${ENTRY_PORT:-18080}
 PROJECT=${PROJECT:-mapcascade-smoke}
 LAYER=demo
@@ -69,7 +74,7 @@ trap cleanup EXIT
 
 # --- 1. the image, offline: local base + wheelhouse ---------------------------------------------
 if [ "$BASE_IMAGE" = mapcascade/python:3.11-bookworm ]; then
-    scripts/debian-base.sh "$BASE_IMAGE"
+    scripts/debian-base.sh python
 fi
 base_python=$(docker run --rm "$BASE_IMAGE" python3 -c 'import platform; print(platform.python_version())')
 if ! ls deploy/wheelhouse/*.whl >/dev/null 2>&1; then
@@ -87,25 +92,45 @@ if ! ls deploy/wheelhouse/*.whl >/dev/null 2>&1; then
 fi
 step "building mapcascade:latest on $BASE_IMAGE (Python $base_python) from deploy/wheelhouse"
 build_start=$(date +%s)
-docker build --quiet --build-arg BASE_IMAGE="$BASE_IMAGE" -t mapcascade:latest . >/dev/null
+docker build --build-arg BASE_IMAGE="$BASE_IMAGE" -t mapcascade:latest . >"$work/build.log" 2>&1 ||
+    { tail -40 "$work/build.log" >&2; fail "docker build (the log's end above)"; }
 size=$(docker image inspect mapcascade:latest --format '{{.Size}}')
 step "image mapcascade:latest: $((size / 1000000)) MB, built in $(($(date +%s) - build_start)) s"
 
 # --- 2. the stack, workers on CPU --------------------------------------------------------------
 # Compose before v2.24 cannot remove a key in an override (`!reset`), so the file is rendered and
-# changed here: the GPU reservation goes, the device is the CPU, the entry port is ENTRY_PORT.
+# changed here: the GPU reservation goes, the device is the CPU, the entry port is ENTRY_PORT,
+# and third-party images that cannot be had here are replaced by their Debian-made twins.
 # Compose 1.29 predates the top-level `name` (`-p` names the project here): it is left out.
 token=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
 python3 -c 'import sys, yaml; spec = yaml.safe_load(open(sys.argv[1])); spec.pop("name", None)
 yaml.safe_dump(spec, open(sys.argv[2], "w"), sort_keys=False)' docker-compose.yml "$work/base.yml"
-MAPCASCADE_ADMIN_TOKEN=$token "${compose[@]}" --project-directory . -f "$work/base.yml" config \
-    >"$work/rendered.yml"
-python3 - "$work/rendered.yml" "$smoke_file" "$ENTRY" "$ENTRY_PORT" <<'PY'
+# The example layers file's demo layer alone: its other layers need weights (sd21) that a
+# worker loads at start.
+python3 -c 'import sys, yaml; spec = yaml.safe_load(open(sys.argv[1]))
+spec["layers"] = [layer for layer in spec["layers"] if layer["name"] == sys.argv[3]]
+spec["default_layer"] = sys.argv[3]
+yaml.safe_dump(spec, open(sys.argv[2], "w"))' deploy/layers.example.yml "$work/layers.yml" "$LAYER"
+MAPCASCADE_ADMIN_TOKEN=$token MAPCASCADE_LAYERS=$work/layers.yml \
+    "${compose[@]}" --project-directory . -f "$work/base.yml" config >"$work/rendered.yml"
+substitutes=()
+for service in redis nginx; do
+    wanted=$(python3 -c 'import sys, yaml
+print(yaml.safe_load(open(sys.argv[1]))["services"].get(sys.argv[2], {}).get("image", ""))' \
+        "$work/rendered.yml" "$service")
+    if [ -n "$wanted" ] && ! docker image inspect "$wanted" >/dev/null 2>&1 &&
+        ! docker pull -q "$wanted" >/dev/null 2>&1; then
+        scripts/debian-base.sh "$service"
+        substitutes+=("$service=mapcascade/$service:bookworm")
+        step "$service: $wanted cannot be pulled here; runs mapcascade/$service:bookworm"
+    fi
+done
+python3 - "$work/rendered.yml" "$smoke_file" "$ENTRY" "$ENTRY_PORT" "${substitutes[@]}" <<'PY'
 import sys
 
 import yaml
 
-source, target, entry, port = sys.argv[1:]
+source, target, entry, port, *substitutes = sys.argv[1:]
 config = yaml.safe_load(open(source))
 services = config["services"]
 worker = services["worker"]
@@ -113,6 +138,13 @@ worker.pop("deploy", None)
 worker["environment"].update(
     {"MAPCASCADE_DEVICE": "cpu", "MAPCASCADE_DTYPE": "fp32", "MAPCASCADE_TORCH_THREADS": "1"}
 )
+for substitute in substitutes:
+    name, image = substitute.split("=")
+    services[name]["image"] = image
+    if name == "redis":
+        # Debian's redis-server refuses other hosts without a password (protected mode); the
+        # redis image is built with it off.
+        services[name]["command"] += ["--protected-mode", "no"]
 for name, service in services.items():
     service.pop("build", None)  # the image was built above; compose must not rebuild it
     if name != entry:
@@ -200,7 +232,7 @@ summary=$(python3 -c '
 import json, sys
 s = json.loads(sys.argv[1])
 t = s["tiles"]
-print(f"{s[\"status\"]}: {t[\"done\"]}/{t[\"total\"]} tiles done, {t[\"failed\"]} failed, {t[\"generated\"]} generated")
+print("%s: %d/%d tiles done, %d failed, %d generated" % (s["status"], t["done"], t["total"], t["failed"], t["generated"]))
 ok = s["status"] == "done" and t["done"] == t["total"] > 0 and t["failed"] == 0
 sys.exit(0 if ok else 1)' "$status") || fail "seed $seed_id: $summary"
 step "ok: seed $summary"

@@ -1,12 +1,37 @@
 #!/usr/bin/env bash
-# Builds a Python 3.11 base image from Debian packages alone (debootstrap + docker import), for
-# hosts that cannot pull python:3.11-slim from Docker Hub. Use it as the Dockerfile's base:
-#   docker build --build-arg BASE_IMAGE=mapcascade/python:3.11-bookworm .
-# Needs root, debootstrap and a Debian mirror (MIRROR, default deb.debian.org). About a minute.
+# Builds images from Debian packages alone (debootstrap + docker import), for hosts that cannot
+# pull from Docker Hub. About a minute each; needs root, debootstrap and a Debian mirror.
+#   scripts/debian-base.sh python   # mapcascade/python:3.11-bookworm, the Dockerfile's base:
+#                                   #   docker build --build-arg BASE_IMAGE=mapcascade/python:3.11-bookworm .
+#   scripts/debian-base.sh nginx    # mapcascade/nginx:bookworm, for the compose `nginx` service
+#   scripts/debian-base.sh redis    # mapcascade/redis:bookworm (Redis 7.0), for `redis`
+# MIRROR: the Debian mirror (default http://deb.debian.org/debian). An existing tag is kept.
 set -euo pipefail
 
-TAG=${1:-mapcascade/python:3.11-bookworm}
+FLAVOUR=${1:-python}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
+case "$FLAVOUR" in
+python)
+    TAG=mapcascade/python:3.11-bookworm
+    # bookworm's python3 is 3.11, like the default base. python3-venv: the Dockerfile installs
+    # into a venv (Debian's system Python refuses pip installs, PEP 668); passwd: useradd.
+    PACKAGES=python3,python3-venv,passwd
+    CHANGES=(--change 'CMD ["python3"]')
+    ;;
+nginx)
+    TAG=mapcascade/nginx:bookworm
+    # wget: the compose healthcheck. Logs to the container's output, like the nginx image.
+    PACKAGES=nginx-light,wget
+    CHANGES=(--change 'CMD ["nginx", "-g", "daemon off;"]' --change 'EXPOSE 80')
+    ;;
+redis)
+    TAG=mapcascade/redis:bookworm
+    # Working directory /data, as in the redis image: the append-only file lands in the volume.
+    PACKAGES=redis-server
+    CHANGES=(--change 'WORKDIR /data' --change 'CMD ["redis-server"]' --change 'EXPOSE 6379')
+    ;;
+*) echo "usage: $0 [python|nginx|redis]" >&2 && exit 2 ;;
+esac
 
 if docker image inspect "$TAG" >/dev/null 2>&1; then
     echo "base image $TAG exists"
@@ -14,14 +39,15 @@ if docker image inspect "$TAG" >/dev/null 2>&1; then
 fi
 rootfs=$(mktemp -d)
 trap 'rm -rf "$rootfs"' EXIT
-# bookworm's python3 is 3.11, like the default base. python3-venv: the Dockerfile installs into
-# a venv (Debian's system Python refuses pip installs, PEP 668); passwd: useradd.
-debootstrap --variant=minbase --include=python3,python3-venv,passwd \
-    bookworm "$rootfs" "$MIRROR" >/dev/null
+debootstrap --variant=minbase --include="$PACKAGES" bookworm "$rootfs" "$MIRROR" >/dev/null
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
-tar -C "$rootfs" -c . | docker import \
-    --change 'ENV LANG=C.UTF-8' \
-    --change 'CMD ["python3"]' \
-    --message "debootstrap --variant=minbase bookworm + python3" \
-    - "$TAG" >/dev/null
-echo "built base image $TAG: $(docker run --rm "$TAG" python3 --version)"
+if [ "$FLAVOUR" = nginx ]; then
+    # conf.d/*.conf only, as in the nginx image: Debian's default site would take port 80 too.
+    rm -f "$rootfs"/etc/nginx/sites-enabled/default
+    ln -sf /dev/stdout "$rootfs"/var/log/nginx/access.log
+    ln -sf /dev/stderr "$rootfs"/var/log/nginx/error.log
+fi
+[ "$FLAVOUR" = redis ] && mkdir -p "$rootfs"/data
+tar -C "$rootfs" -c . | docker import --change 'ENV LANG=C.UTF-8' "${CHANGES[@]}" \
+    --message "debootstrap --variant=minbase --include=$PACKAGES bookworm" - "$TAG" >/dev/null
+echo "built $TAG from Debian packages ($PACKAGES)"
