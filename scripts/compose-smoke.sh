@@ -202,12 +202,19 @@ code=$(get_tile "$path")
 etag=$(header ETag)
 [ -n "$etag" ] || fail "a hit without ETag"
 step "ok: hit $path: X-Cache HIT, ETag $etag, Server $(header Server)"
-if [ "$ENTRY" = nginx ]; then
-    case "$(header Server)" in nginx*) ;; *) fail "the hit was not served by nginx: Server $(header Server)" ;; esac
-fi
 code=$(get_tile "$path" -H "If-None-Match: $etag")
 [ "$code" = 304 ] || fail "If-None-Match with the tile's ETag: HTTP $code, not 304"
 step "ok: revalidation with If-None-Match: 304"
+if [ "$ENTRY" = nginx ]; then
+    # Served from the store by nginx itself: the api's access log has the misses (with ?wait=)
+    # but not the two plain requests for the stored tile.
+    case "$(header Server)" in nginx*) ;; *) fail "the hit came from $(header Server), not nginx" ;; esac
+    sleep 1
+    api_log=$("${compose[@]}" -p "$PROJECT" -f "$smoke_file" logs --no-color api)
+    grep -qF "\"GET $path?wait=0 HTTP/" <<<"$api_log" || fail "the api's log lacks the miss"
+    ! grep -qF "\"GET $path HTTP/" <<<"$api_log" || fail "the hit reached the api, not nginx"
+    step "ok: the hit and the 304 came from nginx: the api logged the misses only"
+fi
 code=$(get_tile "/tiles/$LAYER/3/0/0.png")
 [ "$code" = 404 ] && [ "$(header Content-Type)" = application/json ] ||
     fail "a tile outside the layer: HTTP $code, $(header Content-Type)"
