@@ -77,7 +77,11 @@ if [ "$BASE_IMAGE" = mapcascade/python:3.11-bookworm ]; then
     scripts/debian-base.sh python
 fi
 base_python=$(docker run --rm "$BASE_IMAGE" python3 -c 'import platform; print(platform.python_version())')
-if ! ls deploy/wheelhouse/*.whl >/dev/null 2>&1; then
+# Filled when empty, or when it was made for other requirements than pyproject.toml's now.
+wanted=$(python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))
+print("\n".join(p["build-system"]["requires"] + p["project"]["dependencies"]))')
+if ! ls deploy/wheelhouse/*.whl >/dev/null 2>&1 ||
+    [ "$(grep -v '^#' deploy/wheelhouse/requirements.txt 2>/dev/null)" != "$wanted" ]; then
     # Dependency markers are evaluated with TARGET_PYTHON: take an interpreter of the base's
     # exact version where this host has one (bookworm's /usr/bin/python3 for the local base).
     target_python=python3

@@ -88,5 +88,10 @@ fi
 pip download --quiet --dest "$OUT" "${target[@]}" --find-links "$OUT" \
     -r "$work/requirements.txt" -c "$constraints"
 python_version=$("$TARGET_PYTHON" -c 'import platform; print(platform.python_version())')
+# What this wheelhouse was made for: scripts/compose-smoke.sh refills it when pyproject changes.
+{
+    echo "# scripts/wheelhouse.sh $VARIANT, Python $python_version, $(date -u +%Y-%m-%dT%H:%MZ)"
+    cat "$work/requirements.txt"
+} >"$OUT/requirements.txt"
 echo "$OUT: $(find "$OUT" -name '*.whl' | wc -l) wheels for Python $python_version," \
     "$(du -sh "$OUT" | cut -f1); $(cd "$OUT" && ls torch-*.whl torchvision-*.whl | tr '\n' ' ')"
