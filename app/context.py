@@ -13,13 +13,13 @@ from app.errors import UnknownLayer
 from app.events import EventHub
 from app.metrics import Metrics
 from app.settings import Layer, Settings
-from app.store import FileTileStore
+from app.store import TileStore, open_store
 
 
 @dataclass
 class Context:
     settings: Settings
-    store: FileTileStore
+    store: TileStore
     redis: redis.Redis
     cascade: BlockQueue
     metrics: Metrics
@@ -28,7 +28,7 @@ class Context:
     @classmethod
     def build(cls, settings: Settings) -> Context:
         sync = redis.Redis.from_url(settings.redis_url)
-        store = FileTileStore(settings.tiles_dir)
+        store = open_store(settings)
         cascade = BlockQueue(sync, store, settings)
         return cls(
             settings=settings,

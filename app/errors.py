@@ -54,6 +54,13 @@ class Unavailable(RetryLater):
     """A shared resource is exhausted or down (event viewers, Redis)."""
 
 
+class StoreUnavailable(Unavailable):
+    """The tile store did not answer (an S3 outage, a timeout): tell the client to come back."""
+
+    def __init__(self, message: str, retry_after: int = 10, **detail: object):
+        super().__init__(message, retry_after, **detail)
+
+
 class Unauthorized(MapcascadeError):
     headers = {"WWW-Authenticate": "Bearer"}
 
@@ -82,6 +89,7 @@ STATUS_CODES: dict[type[Exception], int] = {
     TooManyPending: 429,
     GenerationFailed: 503,
     Unavailable: 503,
+    StoreUnavailable: 503,
 }
 
 
@@ -102,7 +110,7 @@ ERROR_MEANINGS = {
     422: "Malformed or impossible request",
     429: "Too many blocks queued for this client",
     500: "Internal error (logged, no details given)",
-    503: "Generation failed or a resource is exhausted; see Retry-After",
+    503: "Generation failed, a resource is exhausted or the tile store is down; see Retry-After",
 }
 
 

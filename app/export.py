@@ -19,9 +19,9 @@ from pmtiles.tile import Compression, TileType, tileid_to_zxy, zxy_to_tileid
 from pmtiles.writer import Writer as PMTilesWriter
 
 from app.errors import InvalidRequest
-from app.seeding.plan import AreaTiles, BBox, check_area
+from app.seeding.plan import AreaTiles, BBox, check_area, check_tile_limit
 from app.settings import Layer
-from app.store import FileTileStore
+from app.store import TileStore
 from app.tiles import Tile
 
 log = logging.getLogger(__name__)
@@ -57,13 +57,7 @@ def plan_export(layer: Layer, bbox: BBox, minzoom: int, maxzoom: int, max_tiles:
             f"layer {layer.name!r} is served from {layer.source.path}: copy that file instead"
         )
     plan = ExportPlan(layer, check_area(layer, bbox, minzoom, maxzoom), minzoom, maxzoom)
-    if plan.tiles > max_tiles:
-        raise InvalidRequest(
-            f"the export covers {plan.tiles} tiles, over the limit of {max_tiles} "
-            "(MAPCASCADE_MAX_EXPORT_TILES): use a smaller bbox or fewer zooms",
-            tiles=plan.tiles,
-            limit=max_tiles,
-        )
+    check_tile_limit("export", plan.tiles, max_tiles, "MAPCASCADE_MAX_EXPORT_TILES")
     return plan
 
 
@@ -76,7 +70,7 @@ class Inventory:
     examples: list[Tile] = field(default_factory=list)  # a few missing tiles, coarse first
 
 
-def take_inventory(store: FileTileStore, plan: ExportPlan) -> Inventory:
+def take_inventory(store: TileStore, plan: ExportPlan) -> Inventory:
     found: list[Tile] = []
     missing = 0
     examples: list[Tile] = []
@@ -122,7 +116,7 @@ def check_output(out: Path, force: bool) -> None:
 
 
 def export_area(
-    store: FileTileStore,
+    store: TileStore,
     plan: ExportPlan,
     out: Path,
     fmt: Format,
@@ -173,7 +167,7 @@ def _reason(e: OSError | sqlite3.Error, out: Path) -> str:
 
 
 def _tile_bytes(
-    store: FileTileStore, layer: str, inventory: Inventory, progress: Progress | None
+    store: TileStore, layer: str, inventory: Inventory, progress: Progress | None
 ) -> Iterator[tuple[Tile, bytes]]:
     total = len(inventory.found)
     for done, tile in enumerate(inventory.found, 1):

@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.archive import ArchiveError, ArchiveSource, open_archive
@@ -139,10 +147,28 @@ class LayersFile(BaseModel):
         return self
 
 
+def _aws(*names: str) -> AliasChoices:
+    """Read from the AWS variable(s) as named, or by the field's own name in code."""
+    return AliasChoices(names[0].lower(), *names)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MAPCASCADE_", env_file=".env", extra="ignore")
 
     data_dir: Path = Path("data")
+    # Where tiles live: a folder or file:// URL, or s3://bucket/prefix on any S3-compatible
+    # service (app/store.py `open_store`); unset: `tiles` in the data dir.
+    store: str | None = None
+    # The S3 endpoint and credentials, read from the usual AWS variables (no MAPCASCADE_
+    # prefix); unset credentials fall back to the AWS defaults (instance or pod roles).
+    aws_endpoint_url: str | None = Field(default=None, validation_alias=_aws("AWS_ENDPOINT_URL"))
+    aws_region: str | None = Field(
+        default=None, validation_alias=_aws("AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+    aws_access_key_id: str | None = Field(default=None, validation_alias=_aws("AWS_ACCESS_KEY_ID"))
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias=_aws("AWS_SECRET_ACCESS_KEY")
+    )
     redis_url: str = "redis://127.0.0.1:6379/0"
     layers_file: Path | None = None
     admin_token: str | None = None

@@ -1,4 +1,5 @@
-"""Tile store: where final tiles and block metadata live. Files now; object storage can follow."""
+"""Tile store: where final tiles and block metadata live, in a folder or an S3 bucket
+(`app/s3store.py`), chosen by `open_store` from MAPCASCADE_STORE."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+from urllib.parse import urlsplit
 
 from app.tiles import Block, Tile, TileRect
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,21 @@ class Removed(NamedTuple):
     blocks: int
 
 
+class StoreConfigError(ValueError):
+    """The configured store cannot be used (unknown scheme, unreachable, no bucket, refused
+    credentials): start-up stops with this one line, which names the setting to fix."""
+
+
+def tile_key(layer: str, tile: Tile) -> str:
+    """Where a tile lives, relative to the store's root: the same layout in a folder and in a
+    bucket, so a proxy in front serves `/{layer}/{z}/{x}/{y}.png` from either."""
+    return f"{layer}/{tile.z}/{tile.x}/{tile.y}.png"
+
+
+def meta_key(block: Block) -> str:
+    return f"{block.layer}/blocks/{block.z}/{block.x}/{block.y}.json"
+
+
 def imagery_of(layer: str) -> str:
     """The store's name for the imagery a layer's blocks were drawn from (one tile per map
     tile, written with the block), so viewers can lay the map over what the model saw."""
@@ -35,14 +55,25 @@ def imagery_of(layer: str) -> str:
 
 
 class TileStore(Protocol):
+    """Reads and writes raise `app.errors.StoreUnavailable` when the store cannot be reached.
+    The `*_async` reads are for the API's event loop: they never block it."""
+
+    url: str  # where the tiles are, for logs and errors
+
     def get(self, layer: str, tile: Tile) -> StoredTile | None: ...
+    async def get_async(self, layer: str, tile: Tile) -> StoredTile | None: ...
     def exists(self, layer: str, tile: Tile) -> bool: ...
     def has_block(self, block: Block) -> bool: ...
+    async def has_block_async(self, block: Block) -> bool: ...
     def put_block(
         self, block: Block, tiles: list[bytes], meta: dict, imagery: list[bytes] | None = None
     ) -> None: ...
     def block_meta(self, block: Block) -> dict | None: ...
     def delete(self, layer: str, tile: Tile) -> bool: ...
+    def tiles_in(self, layer: str, rect: TileRect) -> Iterator[Tile]:
+        """The stored tiles inside a rectangle."""
+        ...
+
     def delete_blocks(self, layer: str, areas: Iterable[TileRect]) -> Removed:
         """Remove whole blocks: for each rectangle of blocks (named by their parent tiles, as
         `Block` is), each block's metadata, then its four tiles and their imagery. Missing ones
@@ -60,12 +91,13 @@ class FileTileStore:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.url = str(self.root)
 
     def tile_path(self, layer: str, tile: Tile) -> Path:
-        return self.root / layer / str(tile.z) / str(tile.x) / f"{tile.y}.png"
+        return self.root / tile_key(layer, tile)
 
     def meta_path(self, block: Block) -> Path:
-        return self.root / block.layer / "blocks" / str(block.z) / str(block.x) / f"{block.y}.json"
+        return self.root / meta_key(block)
 
     def get(self, layer: str, tile: Tile) -> StoredTile | None:
         path = self.tile_path(layer, tile)
@@ -78,6 +110,10 @@ class FileTileStore:
         # mtime and size identify a tile version: tiles only change when truncated and regenerated.
         return StoredTile(data, st.st_mtime, f'"{st.st_mtime_ns:x}-{st.st_size:x}"')
 
+    async def get_async(self, layer: str, tile: Tile) -> StoredTile | None:
+        # A local read takes microseconds: cheaper in the loop than a hop to the thread pool.
+        return self.get(layer, tile)
+
     def exists(self, layer: str, tile: Tile) -> bool:
         return self.tile_path(layer, tile).is_file()
 
@@ -85,6 +121,9 @@ class FileTileStore:
         return self.meta_path(block).is_file() and all(
             self.exists(block.layer, child) for child in block.children
         )
+
+    async def has_block_async(self, block: Block) -> bool:
+        return self.has_block(block)
 
     def put_block(
         self, block: Block, tiles: list[bytes], meta: dict, imagery: list[bytes] | None = None
@@ -174,3 +213,27 @@ def _unlink(path: Path) -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+def open_store(settings: Settings) -> TileStore:
+    """The store MAPCASCADE_STORE names: a folder or file:// URL (default: `tiles` in the data
+    dir) or s3://bucket/prefix. An S3 store is checked here (one list request): bad settings
+    stop start-up with a `StoreConfigError` instead of failing every request later."""
+    url = settings.store
+    if not url:  # unset, or set empty (as `${MAPCASCADE_STORE:-}` in a compose file does)
+        return FileTileStore(settings.tiles_dir)
+    scheme = urlsplit(url).scheme
+    if scheme == "file":
+        return FileTileStore(Path(urlsplit(url).path))
+    if scheme == "s3":
+        from app.s3store import S3TileStore  # the S3 client loads only where it is used
+
+        store = S3TileStore.from_settings(settings)
+        store.check()
+        return store
+    if scheme == "":  # a plain folder
+        return FileTileStore(Path(url))
+    raise StoreConfigError(
+        f"MAPCASCADE_STORE={url!r}: unknown scheme {scheme!r}; give a folder, file:///folder "
+        "or s3://bucket/prefix"
+    )

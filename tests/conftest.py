@@ -16,6 +16,7 @@ from redis import Redis
 
 from app.embedded import EmbeddedRedis
 from app.settings import Settings
+from tests.s3server import SeaweedS3
 
 ROOT = Path(__file__).resolve().parents[1]
 KAMPALA = ROOT / "tests" / "fixtures" / "imagery" / "kampala-oam"
@@ -40,6 +41,19 @@ KAMPALA_LAYER = {
 def redis_server() -> Iterator[EmbeddedRedis]:
     with EmbeddedRedis() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A real S3 server (SeaweedFS) for the session; each test takes its own bucket."""
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: SeaweedS3) -> str:
+    return s3_server.new_bucket()
 
 
 @pytest.fixture
@@ -81,6 +95,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
     )
     if settings.layers_file is not None:
         env["MAPCASCADE_LAYERS_FILE"] = str(settings.layers_file)
+    if settings.store is not None:
+        env["MAPCASCADE_STORE"] = settings.store
+        for name in ("aws_endpoint_url", "aws_region", "aws_access_key_id"):
+            if getattr(settings, name) is not None:
+                env[name.upper()] = getattr(settings, name)
+        if settings.aws_secret_access_key is not None:
+            env["AWS_SECRET_ACCESS_KEY"] = settings.aws_secret_access_key.get_secret_value()
     return env
 
 

@@ -10,7 +10,7 @@ from functools import cache
 from redis import Redis
 
 from app.settings import Layer, Settings
-from app.store import FileTileStore
+from app.store import open_store
 from model import Generator
 from worker.imagery import open_source
 from worker.imagery.base import ImagerySource
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class WorkerContext:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.store = FileTileStore(settings.tiles_dir)
+        self.store = open_store(settings)
         self.redis = Redis.from_url(settings.redis_url)
         self._generators: dict[tuple[str, int | None], Generator] = {}
         self._sources: dict[str, ImagerySource] = {}

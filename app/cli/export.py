@@ -1,5 +1,5 @@
 """`mapcascade export`: the stored tiles of an area as an MBTiles or PMTiles file, read from the
-tile store of this machine (MAPCASCADE_DATA_DIR); `--seed` first generates what is missing
+tile store (MAPCASCADE_STORE, or the data dir's tiles); `--seed` first generates what is missing
 through the running service, as `mapcascade seed` does.
 
 Exit codes: 0 written, 1 nothing to export, the seed or the write failed (nothing written),
@@ -27,7 +27,7 @@ from app.export import (
     take_inventory,
 )
 from app.settings import Settings
-from app.store import FileTileStore
+from app.store import StoreConfigError, open_store
 
 
 def format_of(fmt: str | None, out: Path) -> Format:
@@ -66,7 +66,8 @@ def format_of(fmt: str | None, out: Path) -> Format:
     help="Seconds between seed progress polls.",
 )
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Tile store root [default: $MAPCASCADE_DATA_DIR or ./data].")  # fmt: skip
+              help="Data dir whose tiles folder is the store, unless MAPCASCADE_STORE names one "
+              "[default: $MAPCASCADE_DATA_DIR or ./data].")  # fmt: skip
 def export(
     bbox: list[float], zooms: tuple[int, int], layer: str | None, url: str, token: str | None,
     out: Path, fmt: str | None, force: bool, seed_first: bool, interval: float,
@@ -79,6 +80,10 @@ def export(
         layers = settings.layers
     except ValueError as e:
         raise click.ClickException(f"cannot load the layers: {e}") from None
+    try:
+        store = open_store(settings)
+    except StoreConfigError as e:
+        raise click.ClickException(str(e)) from None
     if layer is not None and layer not in layers:
         raise click.BadParameter(f"unknown layer {layer!r}; the layers are: {', '.join(layers)}",
                                  param_hint="--layer")  # fmt: skip
@@ -95,7 +100,6 @@ def export(
         if status["status"] != "done":
             raise click.ClickException(f"the seed ended {status['status']}: nothing exported")
 
-    store = FileTileStore(settings.tiles_dir)
     try:
         inventory = take_inventory(store, plan)
     except InvalidRequest as e:

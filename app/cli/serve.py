@@ -56,6 +56,7 @@ def serve(host: str, port: int, data_dir: Path) -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         settings = Settings()  # validates the layers before anything starts
+        check_store(settings)
         supervisor.start()
         click.echo(f"mapcascade: http://{host}:{port}/  (Ctrl-C to stop)")
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
@@ -136,6 +137,7 @@ def api(host: str, port: int, workers: int) -> None:
     """The HTTP API only, against MAPCASCADE_REDIS_URL (Docker: the `api` service)."""
     settings = Settings()
     settings.default_layer  # noqa: B018 - fail fast on a bad layers file, before forking
+    check_store(settings)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -167,4 +169,16 @@ def worker(burst: bool) -> None:
     from worker.runner import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_worker(burst=burst)
+    settings = Settings()
+    check_store(settings)
+    run_worker(settings, burst=burst)
+
+
+def check_store(settings: Settings) -> None:
+    """Bad store settings stop start-up with one line naming the setting, not a traceback."""
+    from app.store import StoreConfigError, open_store
+
+    try:
+        open_store(settings)
+    except StoreConfigError as e:
+        raise click.ClickException(str(e)) from None

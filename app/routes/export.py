@@ -34,7 +34,7 @@ from app.routes.meta import public_base_url
 from app.routes.params import AreaBody
 from app.seeding.progress import text
 from app.settings import Settings
-from app.store import FileTileStore
+from app.store import TileStore
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def record_key(export_id: str) -> str:
 class Exports:
     """Export jobs of one API process: at most `max_concurrent_exports` threads at once."""
 
-    def __init__(self, redis: Redis, store: FileTileStore, settings: Settings):
+    def __init__(self, redis: Redis, store: TileStore, settings: Settings):
         self.redis = redis
         self.store = store
         self.settings = settings

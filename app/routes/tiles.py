@@ -106,7 +106,7 @@ async def layer_imagery(
     overzoom included), for laying the map over it. 404 until the tile's block is generated:
     imagery is read by the workers only."""
     tile = tile_in_layer(ctx.layer(layer), z, x, y, fmt)
-    stored = ctx.store.get(imagery_of(layer), tile)
+    stored = await ctx.store.get_async(imagery_of(layer), tile)
     if stored is None:
         raise NotFound(f"no imagery stored for tile {z}/{x}/{y} of layer {layer!r} yet")
     return final_response(request, ctx, stored, "HIT")
@@ -118,7 +118,7 @@ async def layer_imagery(
 async def meta(
     request: Request, z: int, x: int, y: int, ctx: Context = Depends(get_context)
 ) -> dict:
-    return tile_meta(ctx, requested_layer(request, ctx), z, x, y)
+    return await run_in_threadpool(tile_meta, ctx, requested_layer(request, ctx), z, x, y)
 
 
 def tile_meta(ctx: Context, layer: Layer, z: int, x: int, y: int) -> dict:
@@ -146,7 +146,7 @@ async def serve_tile(
         if stored is None:
             raise NotFound(f"tile {z}/{x}/{y} is not in the archive of layer {layer.name!r}")
     else:
-        stored = ctx.store.get(layer.name, tile)
+        stored = await ctx.store.get_async(layer.name, tile)
     if stored is not None:
         ctx.metrics.cache.labels("hit").inc()
         return final_response(request, ctx, stored, "HIT")
@@ -162,10 +162,10 @@ async def serve_tile(
             retry_after=state.retry_after,
             job=state.job_id,
         )
-    stored = ctx.store.get(layer.name, tile)
+    stored = await ctx.store.get_async(layer.name, tile)
     if stored is not None:
         return final_response(request, ctx, stored, "MISS")
-    return interim_response(request, ctx, layer, tile)
+    return await interim_response(request, ctx, layer, tile)
 
 
 async def wait_for_block(ctx: Context, block: Block, state: BlockState, wait: float) -> BlockState:
@@ -174,7 +174,7 @@ async def wait_for_block(ctx: Context, block: Block, state: BlockState, wait: fl
     while state.state == State.PENDING and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
         polls += 1
-        if ctx.store.has_block(block):
+        if await ctx.store.has_block_async(block):
             return BlockState(State.READY)
         if polls % 5 == 0:  # the job status costs Redis round trips; the store check is cheap
             state = await run_in_threadpool(ctx.cascade.state, block)
@@ -208,9 +208,11 @@ def not_modified(request: Request, stored: StoredTile) -> bool:
     return False
 
 
-def interim_response(request: Request, ctx: Context, layer: Layer, tile: Tile) -> Response:
+async def interim_response(request: Request, ctx: Context, layer: Layer, tile: Tile) -> Response:
     headers = {"Cache-Control": "no-store", "X-Tile-Status": "pending", "X-Cache": "MISS"}
-    return png_response(request, interim_tile(ctx, layer, tile), headers)
+    # In the thread pool: it reads ancestors from the store and resamples an image.
+    data = await run_in_threadpool(interim_tile, ctx, layer, tile)
+    return png_response(request, data, headers)
 
 
 def interim_tile(ctx: Context, layer: Layer, tile: Tile) -> bytes:

@@ -105,11 +105,16 @@ def plan_seed(layer: Layer, bbox: BBox, minzoom: int, maxzoom: int, max_tiles: i
             f"{layer.source.path.name}): it is never generated"
         )
     plan = SeedPlan(layer.name, check_area(layer, bbox, minzoom, maxzoom), minzoom, maxzoom)
-    if plan.tiles > max_tiles:
-        raise InvalidRequest(
-            f"the seed covers {plan.tiles} tiles, over the limit of {max_tiles} tiles per seed "
-            "(MAPCASCADE_MAX_SEED_TILES): use a smaller bbox or fewer zooms",
-            tiles=plan.tiles,
-            limit=max_tiles,
-        )
+    check_tile_limit("seed", plan.tiles, max_tiles, "MAPCASCADE_MAX_SEED_TILES")
     return plan
+
+
+def check_tile_limit(what: str, tiles: int, limit: int, setting: str) -> None:
+    """Refuse a seed or export of more tiles than its setting allows."""
+    if tiles > limit:
+        raise InvalidRequest(
+            f"the {what} covers {tiles} tiles, over the limit of {limit} tiles per {what} "
+            f"({setting}): use a smaller bbox or fewer zooms",
+            tiles=tiles,
+            limit=limit,
+        )

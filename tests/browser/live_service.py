@@ -1,5 +1,6 @@
 """Helpers for the browser tests and the README screenshot: a real `mapcascade serve` on a
-free loopback port, and Debian's chromium for Playwright."""
+free loopback port, Debian's chromium for Playwright, the layers the viewer tests switch between
+and the tile responses a page gets."""
 
 from __future__ import annotations
 
@@ -10,10 +11,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import mercantile
+import pytest
+
+if TYPE_CHECKING:  # playwright may be missing: the tests then skip, see sync_api_or_skip
+    from playwright.sync_api import Page, Response
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -38,6 +47,23 @@ WEBGL_CHECK = (
     "(() => { const c = document.createElement('canvas');"
     " return !!(c.getContext('webgl2') || c.getContext('webgl')); })()"
 )
+
+KAMPALA = ROOT / "tests" / "fixtures" / "imagery" / "kampala-oam"
+KAMPALA_BOUNDS = list(mercantile.bounds(mercantile.Tile(309606, 261636, 19)))  # of its z19 tile
+# The synthetic world (the default layer) and the real Kampala drone tiles of the test fixtures;
+# each has an attribution, which the MapLibre test looks for.
+DEMO_AND_KAMPALA_LAYERS = [
+    {"name": "demo", "title": "synthetic world", "attribution": "demo attribution",
+     "imagery": {"type": "world", "area": "helsinki"},
+     "bounds": [24.9352, 60.1642, 24.9534, 60.1791], "root_zoom": 14, "max_zoom": 15,
+     "model": "tiny"},
+    {"name": "kampala", "title": "real drone imagery", "attribution": "CC-BY 4.0 test imagery",
+     "imagery": {"type": "dir", "path": str(KAMPALA)}, "bounds": KAMPALA_BOUNDS,
+     "root_zoom": 19, "max_zoom": 20, "model": "tiny"},
+]  # fmt: skip
+
+# (path, query, HTTP status, X-Tile-Status) of one response a page got
+RecordedResponse = tuple[str, dict[str, list[str]], int, str | None]
 
 
 def free_port() -> int:
@@ -99,3 +125,85 @@ def stop_group(proc: subprocess.Popen) -> None:
         proc.wait()
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # anything left in the group
+
+
+def sync_api_or_skip() -> ModuleType:
+    """Playwright's sync API; at a test module's top level, skips the module where Debian's
+    chromium or the playwright package is missing."""
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
+    return pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+
+
+def record_responses(page: Page, wanted: Callable[[str], bool]) -> list[RecordedResponse]:
+    """A list that gets every response to a `wanted` path the page gets from now on, in order."""
+    responses: list[RecordedResponse] = []
+
+    def on_response(r: Response) -> None:
+        u = urlsplit(r.url)
+        if wanted(u.path):
+            responses.append((u.path, parse_qs(u.query), r.status, r.headers.get("x-tile-status")))
+
+    page.on("response", on_response)
+    return responses
+
+
+def tiles_among(responses: list[RecordedResponse]) -> list[RecordedResponse]:
+    return [r for r in responses if r[0].startswith("/tiles/")]
+
+
+def pending_paths(responses: list[RecordedResponse]) -> set[str]:
+    """The tiles that were served pending at least once."""
+    return {p for p, _, _, s in tiles_among(responses) if s == "pending"}
+
+
+def still_pending(responses: list[RecordedResponse]) -> set[str]:
+    """The tiles whose latest answer (200) said pending."""
+    latest = {p: s for p, _, status, s in tiles_among(responses) if status == 200}
+    return {p for p, s in latest.items() if s == "pending"}
+
+
+def wait_until_all_tiles_final(
+    page: Page, responses: list[RecordedResponse], timeout: float
+) -> None:
+    """Until a tile has been served pending (the store starts empty), then none is pending any
+    more and the viewer's status line says so; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pending_paths(responses):
+        assert time.monotonic() < deadline, f"no pending tile was served: {responses}"
+        page.wait_for_timeout(200)
+    while still_pending(responses) or page.inner_text("#status").split(" · ")[0] != (
+        "all tiles final"
+    ):
+        assert time.monotonic() < deadline, (
+            f"tiles still pending after {timeout:.0f} s: "
+            f"{sorted(still_pending(responses))}; status line {page.inner_text('#status')!r}"
+        )
+        page.wait_for_timeout(250)
+
+
+def assert_pending_tiles_came_back_final(
+    responses: list[RecordedResponse], only_status: int | None = None
+) -> None:
+    """Every tile first served pending was fetched again, cache-busted (`?v=`), and its last such
+    fetch came back final; where `only_status` is given, only fetches answered with it count."""
+    for path in pending_paths(responses):
+        refetches = [
+            (q, status, s)
+            for p, q, status, s in tiles_among(responses)
+            if p == path and "v" in q and (only_status is None or status == only_status)
+        ]
+        assert refetches, f"{path} was never fetched again"
+        assert refetches[-1][2] == "final", (path, refetches)
+
+
+def assert_block_events_made_all_final(page: Page) -> None:
+    """The viewer got block events and reloaded tiles for them (not only by its fallback retry),
+    and every tile it tracks is final."""
+    viewer = page.evaluate(
+        "({stats: mapcascadeViewer.stats,"
+        " states: Array.from(mapcascadeViewer.states.states.values())})"
+    )
+    assert viewer["stats"]["events"] >= 1, viewer["stats"]
+    assert viewer["stats"]["eventReloads"] >= 1, viewer["stats"]
+    assert viewer["states"] and set(viewer["states"]) == {"final"}, viewer["states"]

@@ -20,15 +20,13 @@ from urllib.parse import urlsplit
 import mercantile
 import pytest
 import yaml
-from live_service import CHROMIUM, ROOT, WEBGL_ARGS, WEBGL_CHECK, serve
+from live_service import CHROMIUM, ROOT, WEBGL_ARGS, WEBGL_CHECK, serve, sync_api_or_skip
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REFRESH_TIMEOUT = 240.0  # seconds for the blocks on screen, on a crowded 2-core machine
 
-if not CHROMIUM.exists():
-    pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+sync_api = sync_api_or_skip()
 
 DOC = ROOT / "docs" / "clients.md"
 SNIPPETS = {"Leaflet": "leaflet", "OpenLayers": "openlayers", "MapLibre GL": "maplibre"}
@@ -55,6 +53,7 @@ def test_the_doc_has_one_snippet_per_library() -> None:
         assert 'const LAYER = "demo";' in html
 
 
+# One store for the module (a layer per snippet keeps each empty), instead of conftest's per test.
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("snippets")

@@ -1,47 +1,23 @@
 """Both viewers switch layers from the bar and fade the map over the imagery it was drawn from.
 
 A real `mapcascade serve` (embedded Redis, one worker, the tiny random model) with two layers:
-the synthetic world and the real Kampala drone tiles of the test fixtures; Debian's chromium.
+the synthetic world and the real Kampala drone tiles of the test fixtures (the `service` of
+conftest.py); Debian's chromium.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import mercantile
 import pytest
-import yaml
-from live_service import CHROMIUM, CHROMIUM_ARGS, serve
+from live_service import CHROMIUM, CHROMIUM_ARGS, sync_api_or_skip
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TIMEOUT = 240.0  # seconds for the first real blocks on a crowded 2-core machine
 
-if not CHROMIUM.exists():
-    pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
-
-KAMPALA = Path(__file__).parents[1] / "fixtures" / "imagery" / "kampala-oam"
-B = mercantile.bounds(mercantile.Tile(309606, 261636, 19))
-LAYERS = [
-    {"name": "demo", "title": "synthetic world", "imagery": {"type": "world", "area": "helsinki"},
-     "bounds": [24.9352, 60.1642, 24.9534, 60.1791], "root_zoom": 14, "max_zoom": 15,
-     "model": "tiny"},
-    {"name": "kampala", "title": "real drone imagery", "attribution": "CC-BY 4.0 test imagery",
-     "imagery": {"type": "dir", "path": str(KAMPALA)}, "bounds": [B.west, B.south, B.east, B.north],
-     "root_zoom": 19, "max_zoom": 20, "model": "tiny"},
-]  # fmt: skip
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[str]:
-    layers = tmp_path / "layers.yml"
-    layers.write_text(yaml.safe_dump({"layers": LAYERS}))
-    with serve(tmp_path / "data", layers) as base:
-        yield base
+sync_api = sync_api_or_skip()
 
 
 @pytest.mark.timeout(TIMEOUT + 180)

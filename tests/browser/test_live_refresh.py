@@ -6,14 +6,16 @@ Debian's chromium through Playwright. Each page gets a fresh store so that it se
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
-
 import pytest
-import yaml
-from live_service import CHROMIUM, CHROMIUM_ARGS, serve
+from live_service import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    assert_block_events_made_all_final,
+    assert_pending_tiles_came_back_final,
+    record_responses,
+    sync_api_or_skip,
+    wait_until_all_tiles_final,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -21,9 +23,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 # model on an idle machine, minutes on a crowded one. The bounds leave room for the latter.
 REFRESH_TIMEOUT = 240.0
 
-if not CHROMIUM.exists():
-    pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+sync_api = sync_api_or_skip()
 
 LAYER = {
     "name": "demo",
@@ -38,34 +38,24 @@ LAYER = {
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[str]:
-    """`mapcascade serve` on an empty store; its whole process group is stopped afterwards."""
-    layers = tmp_path / "layers.yml"
-    layers.write_text(yaml.safe_dump({"layers": [LAYER]}))
-    with serve(tmp_path / "data", layers) as base:
-        yield base
+def layers() -> list[dict]:
+    """This one layer for conftest's `service`, on its empty store."""
+    return [LAYER]
 
 
 @pytest.mark.timeout(REFRESH_TIMEOUT + 180)  # + starting and stopping the service
 @pytest.mark.parametrize("page_path", ["/", "/openlayers"])
 def test_pending_tiles_are_replaced_without_reload(service: str, page_path: str) -> None:
-    # (path, query, HTTP status, X-Tile-Status) of every tile response, in order
-    tile_responses: list[tuple[str, dict, int, str | None]] = []
     page_errors: list[str] = []
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 640, "height": 480})
             page.on("pageerror", lambda e: page_errors.append(str(e)))
-
-            def on_response(r: sync_api.Response) -> None:
-                u = urlsplit(r.url)
-                if u.path.startswith("/tiles/") and u.path.endswith(".png"):
-                    tile_responses.append(
-                        (u.path, parse_qs(u.query), r.status, r.headers.get("x-tile-status"))
-                    )
-
-            page.on("response", on_response)
+            # every tile (PNG) response, in order
+            tile_responses = record_responses(
+                page, lambda path: path.startswith("/tiles/") and path.endswith(".png")
+            )
             navigations: list[str] = []
             page.on(
                 "framenavigated",
@@ -75,29 +65,7 @@ def test_pending_tiles_are_replaced_without_reload(service: str, page_path: str)
             # A reload would drop this variable and reset the navigation clock.
             page.evaluate("window.__liveRefreshMarker = 'same page'")
             time_origin = page.evaluate("performance.timeOrigin")
-
-            def pending_paths() -> set[str]:
-                return {p for p, _, _, s in tile_responses if s == "pending"}
-
-            def still_pending() -> set[str]:
-                latest: dict[str, str | None] = {}
-                for path, _, status, tile_status in tile_responses:
-                    if status == 200:
-                        latest[path] = tile_status
-                return {p for p, s in latest.items() if s == "pending"}
-
-            deadline = time.monotonic() + REFRESH_TIMEOUT
-            while not pending_paths():
-                assert time.monotonic() < deadline, f"no pending tile was served: {tile_responses}"
-                page.wait_for_timeout(200)
-            while still_pending() or page.inner_text("#status").split(" · ")[0] != (
-                "all tiles final"
-            ):
-                assert time.monotonic() < deadline, (
-                    f"tiles still pending after {REFRESH_TIMEOUT:.0f} s: "
-                    f"{sorted(still_pending())}; status line {page.inner_text('#status')!r}"
-                )
-                page.wait_for_timeout(250)
+            wait_until_all_tiles_final(page, tile_responses, REFRESH_TIMEOUT)
 
             # The same document all along.
             assert page.evaluate("window.__liveRefreshMarker") == "same page"
@@ -106,23 +74,9 @@ def test_pending_tiles_are_replaced_without_reload(service: str, page_path: str)
             assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
 
             # Every tile first served pending was fetched again, cache-busted, and came back final.
-            for path in pending_paths():
-                refetches = [
-                    (q, status, s)
-                    for p, q, status, s in tile_responses
-                    if p == path and "v" in q and status == 200
-                ]
-                assert refetches, f"{path} was never fetched again"
-                assert refetches[-1][2] == "final", (path, refetches)
-
-            viewer = page.evaluate(
-                "({stats: mapcascadeViewer.stats,"
-                " states: Array.from(mapcascadeViewer.states.states.values())})"
-            )
+            assert_pending_tiles_came_back_final(tile_responses, only_status=200)
             # The block events drove the refresh, not only the fallback retry.
-            assert viewer["stats"]["events"] >= 1, viewer["stats"]
-            assert viewer["stats"]["eventReloads"] >= 1, viewer["stats"]
-            assert viewer["states"] and set(viewer["states"]) == {"final"}, viewer["states"]
+            assert_block_events_made_all_final(page)
             assert page_errors == []
         finally:
             browser.close()

@@ -2,54 +2,42 @@
 /events announces their blocks, fades the map over its imagery and switches layers.
 
 A real `mapcascade serve` (embedded Redis, one worker, the tiny random model) on an empty store,
-with the synthetic world and the real Kampala drone tiles of the test fixtures; Debian's chromium
-with software WebGL (SwiftShader). The page's pixels are read back from screenshots.
+with the synthetic world and the real Kampala drone tiles of the test fixtures (the `service` of
+conftest.py); Debian's chromium with software WebGL (SwiftShader). The page's pixels are read back
+from screenshots.
 """
 
 from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import mercantile
 import numpy as np
 import pytest
-import yaml
-from live_service import CHROMIUM, WEBGL_ARGS, WEBGL_CHECK, serve
+from live_service import (
+    CHROMIUM,
+    DEMO_AND_KAMPALA_LAYERS,
+    WEBGL_ARGS,
+    WEBGL_CHECK,
+    assert_block_events_made_all_final,
+    assert_pending_tiles_came_back_final,
+    record_responses,
+    sync_api_or_skip,
+    tiles_among,
+    wait_until_all_tiles_final,
+)
 from PIL import Image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REFRESH_TIMEOUT = 240.0  # seconds for the blocks on screen, on a crowded 2-core machine
 
-if not CHROMIUM.exists():
-    pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+sync_api = sync_api_or_skip()
 
-KAMPALA = Path(__file__).parents[1] / "fixtures" / "imagery" / "kampala-oam"
-B = mercantile.bounds(mercantile.Tile(309606, 261636, 19))
-LAYERS = [
-    {"name": "demo", "title": "synthetic world", "attribution": "demo attribution",
-     "imagery": {"type": "world", "area": "helsinki"},
-     "bounds": [24.9352, 60.1642, 24.9534, 60.1791], "root_zoom": 14, "max_zoom": 15,
-     "model": "tiny"},
-    {"name": "kampala", "title": "real drone imagery", "attribution": "CC-BY 4.0 test imagery",
-     "imagery": {"type": "dir", "path": str(KAMPALA)}, "bounds": [B.west, B.south, B.east, B.north],
-     "root_zoom": 19, "max_zoom": 20, "model": "tiny"},
-]  # fmt: skip
 BACKGROUND = (0xDD, 0xDD, 0xDD)  # #map's background, where nothing is drawn
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[str]:
-    """`mapcascade serve` on an empty store; its whole process group is stopped afterwards."""
-    layers = tmp_path / "layers.yml"
-    layers.write_text(yaml.safe_dump({"layers": LAYERS}))
-    with serve(tmp_path / "data", layers) as base:
-        yield base
 
 
 def settle(page: sync_api.Page) -> None:
@@ -80,8 +68,6 @@ def set_opacity(page: sync_api.Page, percent: int) -> np.ndarray:
 def test_maplibre_page_refreshes_pending_tiles_compares_and_switches_layer(
     service: str, tmp_path: Path
 ) -> None:
-    # (path, query, HTTP status, X-Tile-Status) of every tile and imagery response, in order
-    responses: list[tuple[str, dict, int, str | None]] = []
     page_errors: list[str] = []
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=WEBGL_ARGS)
@@ -90,58 +76,26 @@ def test_maplibre_page_refreshes_pending_tiles_compares_and_switches_layer(
             if not page.evaluate(WEBGL_CHECK):
                 pytest.skip("no WebGL in this Chromium, not even SwiftShader: MapLibre cannot run")
             page.on("pageerror", lambda e: page_errors.append(f"{e}\n{e.stack}"))
-
-            def on_response(r: sync_api.Response) -> None:
-                u = urlsplit(r.url)
-                if u.path.startswith(("/tiles/", "/imagery/")):
-                    responses.append(
-                        (u.path, parse_qs(u.query), r.status, r.headers.get("x-tile-status"))
-                    )
-
-            page.on("response", on_response)
+            # every tile and imagery response, in order
+            responses = record_responses(
+                page, lambda path: path.startswith(("/tiles/", "/imagery/"))
+            )
             page.goto(service + "/maplibre")
             page.evaluate("window.__liveRefreshMarker = 'same page'")
             page.wait_for_function("window.mapcascadeViewer !== undefined")
             assert page.title() == "synthetic world · MapLibre GL"
 
-            def tiles() -> list[tuple[str, dict, int, str | None]]:
-                return [r for r in responses if r[0].startswith("/tiles/")]
-
-            def still_pending() -> set[str]:
-                latest = {p: s for p, _, status, s in tiles() if status == 200}
-                return {p for p, s in latest.items() if s == "pending"}
-
             # The store is empty: the tiles on screen are served pending, then announced final.
-            deadline = time.monotonic() + REFRESH_TIMEOUT
-            while not any(s == "pending" for *_, s in tiles()):
-                assert time.monotonic() < deadline, f"no pending tile was served: {responses}"
-                page.wait_for_timeout(200)
-            while still_pending() or page.inner_text("#status").split(" · ")[0] != (
-                "all tiles final"
-            ):
-                assert time.monotonic() < deadline, (
-                    f"tiles still pending after {REFRESH_TIMEOUT:.0f} s: "
-                    f"{sorted(still_pending())}; status line {page.inner_text('#status')!r}"
-                )
-                page.wait_for_timeout(250)
+            wait_until_all_tiles_final(page, responses, REFRESH_TIMEOUT)
             assert page.evaluate("window.__liveRefreshMarker") == "same page"
 
             # Tiles of the TileJSON's template, zoom and bounds only: the page opens at its
             # center zoom (15), where the layer's tiles show at their own size.
-            demo = mercantile.tiles(*LAYERS[0]["bounds"], zooms=[15])
+            demo = mercantile.tiles(*DEMO_AND_KAMPALA_LAYERS[0]["bounds"], zooms=[15])
             allowed = {f"/tiles/15/{t.x}/{t.y}.png" for t in demo}
-            assert {p for p, *_ in tiles()} <= allowed
-            for path in {p for p, _, _, s in tiles() if s == "pending"}:
-                refetches = [(q, s) for p, q, status, s in tiles() if p == path and "v" in q]
-                assert refetches, f"{path} was never fetched again"
-                assert refetches[-1][1] == "final", (path, refetches)
-            viewer = page.evaluate(
-                "({stats: mapcascadeViewer.stats,"
-                " states: Array.from(mapcascadeViewer.states.states.values())})"
-            )
-            assert viewer["stats"]["events"] >= 1, viewer["stats"]
-            assert viewer["stats"]["eventReloads"] >= 1, viewer["stats"]
-            assert viewer["states"] and set(viewer["states"]) == {"final"}, viewer["states"]
+            assert {p for p, *_ in tiles_among(responses)} <= allowed
+            assert_pending_tiles_came_back_final(responses)
+            assert_block_events_made_all_final(page)
             # The imagery under the tiles came back once their blocks were announced.
             imagery = [(p, s) for p, _, s, _ in responses if p.startswith("/imagery/demo/15/")]
             assert any(s == 404 for _, s in imagery) and any(s == 200 for _, s in imagery)

@@ -134,7 +134,7 @@ def test_an_archive_layer_cannot_be_seeded_or_exported(client, fmt):
     r = client.post("/seed", json=body, headers=auth)
     assert r.status_code == 422
     assert f"layer 'offline-{fmt}' is read-only" in r.json()["error"]
-    body = {"layer": f"offline-{fmt}", "bbox": AREA, "zooms": "19-20", "format": fmt}
+    body = {"layer": f"offline-{fmt}", "bbox": AREA, "minzoom": 19, "maxzoom": 20, "format": fmt}
     r = client.post("/export", json=body, headers=auth)
     assert r.status_code == 422
     assert "copy that file instead" in r.json()["error"]

@@ -153,7 +153,7 @@ def test_an_oversize_area_is_422_with_the_count_and_limit(make_settings):
     assert r.status_code == 422
     body = r.json()
     assert (body["tiles"], body["limit"]) == (21, 20)
-    assert "over the limit of 20 (MAPCASCADE_MAX_EXPORT_TILES)" in body["error"]
+    assert "over the limit of 20 tiles per export (MAPCASCADE_MAX_EXPORT_TILES)" in body["error"]
 
 
 def test_an_empty_area_is_refused_at_once(client, settings):
