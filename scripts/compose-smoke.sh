@@ -127,7 +127,9 @@ fi
 MAPCASCADE_ADMIN_TOKEN=$token MAPCASCADE_LAYERS=$work/layers.yml "${compose[@]}" \
     --project-directory . -f "$work/base.yml" "${profile[@]}" config >"$work/rendered.yml"
 substitutes=()
-for service in redis nginx seaweedfs; do
+third_party=(redis nginx)
+[ "$STORE" = s3 ] && third_party+=(seaweedfs)
+for service in "${third_party[@]}"; do
     wanted=$(python3 -c 'import sys, yaml
 print(yaml.safe_load(open(sys.argv[1]))["services"].get(sys.argv[2], {}).get("image", ""))' \
         "$work/rendered.yml" "$service")
@@ -138,18 +140,25 @@ print(yaml.safe_load(open(sys.argv[1]))["services"].get(sys.argv[2], {}).get("im
         step "$service: $wanted cannot be pulled here; runs mapcascade/$service:bookworm"
     fi
 done
-python3 - "$work/rendered.yml" "$smoke_file" "$ENTRY" "$ENTRY_PORT" "${substitutes[@]}" <<'PY'
+python3 - "$work/rendered.yml" "$smoke_file" "$ENTRY" "$ENTRY_PORT" "${profile[@]:1}" \
+    "${substitutes[@]}" <<'PY'
 import sys
 
 import yaml
 
-source, target, entry, port, *substitutes = sys.argv[1:]
+source, target, entry, port, *args = sys.argv[1:]
+profiles = {a for a in args if "=" not in a}
+substitutes = [a for a in args if "=" in a]
 config = yaml.safe_load(open(source))
 services = config["services"]
+# Services of the profiles chosen start here like the others; those of the other profiles not
+# at all (Compose 1.29's `config` lists them all).
+for name, service in list(services.items()):
+    if "profiles" in service and not profiles & set(service.pop("profiles")):
+        del services[name]
 if "seaweedfs" in services:
-    # Profiles are chosen at `config` already. Here api and workers wait for the bucket, which
-    # the compose file cannot say for a service of a profile that may be off.
-    services["seaweedfs"].pop("profiles", None)
+    # Api and workers wait for the bucket, which the compose file cannot say for a service of
+    # a profile that may be off.
     for name in ("api", "worker"):
         services[name].setdefault("depends_on", {})["seaweedfs"] = {"condition": "service_healthy"}
 worker = services["worker"]
