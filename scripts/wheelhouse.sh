@@ -94,4 +94,4 @@ python_version=$("$TARGET_PYTHON" -c 'import platform; print(platform.python_ver
     cat "$work/requirements.txt"
 } >"$OUT/requirements.txt"
 echo "$OUT: $(find "$OUT" -name '*.whl' | wc -l) wheels for Python $python_version," \
-    "$(du -sh "$OUT" | cut -f1); $(cd "$OUT" && ls torch-*.whl torchvision-*.whl | tr '\n' ' ')"
+    "$(du -sh "$OUT" | cut -f1); $(find "$OUT" \( -name 'torch-*.whl' -o -name 'torchvision-*.whl' \) -printf '%f ')"
