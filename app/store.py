@@ -108,7 +108,9 @@ class FileTileStore:
         except FileNotFoundError:
             return None
         # mtime and size identify a tile version: tiles only change when truncated and regenerated.
-        return StoredTile(data, st.st_mtime, f'"{st.st_mtime_ns:x}-{st.st_size:x}"')
+        # nginx's form ("mtime in seconds-size" in hex): the nginx front serves hits from these
+        # files with the same ETag, so a client's If-None-Match works through either path.
+        return StoredTile(data, st.st_mtime, f'"{int(st.st_mtime):x}-{st.st_size:x}"')
 
     async def get_async(self, layer: str, tile: Tile) -> StoredTile | None:
         # A local read takes microseconds: cheaper in the loop than a hop to the thread pool.

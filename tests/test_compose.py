@@ -5,6 +5,7 @@ No Docker engine is needed; `docker compose config` runs too where the compose p
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -52,7 +53,7 @@ def healthcheck_text(service: dict) -> str:
 
 
 def test_services_and_named_volumes(compose: dict, services: dict) -> None:
-    assert set(services) == {"redis", "api", "worker", "seaweedfs"}
+    assert set(services) == {"redis", "api", "worker", "nginx", "nginx-config", "seaweedfs"}
     assert set(compose["volumes"]) == {"tiles", "weights", "redis-data", "s3-data"}
     # Only the S3 server waits for its profile; everything else starts by default.
     assert {name for name, s in services.items() if "profiles" in s} == {"seaweedfs"}
@@ -111,10 +112,44 @@ def test_api_runs_four_uvicorn_workers_on_port_8000(services: dict) -> None:
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
     assert cmd[cmd.index("--port") + 1] == "8000"
     assert cmd[cmd.index("--workers") + 1] == "4"
-    assert any(str(p).endswith(":8000") for p in api["ports"])
+    assert "ports" not in api  # clients reach it through nginx only
+    assert api["expose"] == ["8000"]
     assert api["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "/health" in healthcheck_text(api)
     assert "127.0.0.1:8000" in healthcheck_text(api)
+
+
+def test_nginx_is_in_front_serving_the_tiles_volume_read_only(services: dict) -> None:
+    nginx, api, render = services["nginx"], services["api"], services["nginx-config"]
+    assert nginx["image"].startswith("nginx:")
+    assert nginx["ports"] == ["${MAPCASCADE_PORT:-8000}:80"]
+    (tiles,) = [v for v in nginx["volumes"] if v["source"] == "tiles"]
+    assert (
+        tiles["read_only"] is True and tiles["target"] == api["environment"]["MAPCASCADE_DATA_DIR"]
+    )
+    assert nginx["depends_on"]["nginx-config"]["condition"] == "service_completed_successfully"
+    # The config is rendered from the api's settings, where nginx's default.conf includes it.
+    cmd = command(render)
+    assert cmd[:2] == ["mapcascade", "nginx-config"]
+    assert cmd[cmd.index("--api") + 1] == "api:8000" and cmd[cmd.index("--listen") + 1] == "80"
+    assert cmd[cmd.index("--tiles-dir") + 1] == tiles["target"] + "/tiles"
+    out = cmd[cmd.index("--out") + 1]
+    assert out.startswith(tiles["target"] + "/") and not out.startswith(tiles["target"] + "/tiles/")
+    include = (ROOT / "deploy" / "nginx" / "default.conf").read_text()
+    assert f"include {out};" in include
+    (conf,) = [v for v in nginx["volumes"] if v["target"] == "/etc/nginx/conf.d/default.conf"]
+    assert conf["source"] == "./deploy/nginx/default.conf"
+    assert render["image"] == api["image"] and mounts(render)[tiles["target"]] == "tiles"
+    assert mounts(render)["/app/deploy/nginx"] == "./deploy/nginx"  # the template
+    settings = ("MAPCASCADE_LAYERS_FILE", "MAPCASCADE_DATA_DIR", "MAPCASCADE_CORS_ORIGINS",
+                "MAPCASCADE_CACHE_MAX_AGE")  # fmt: skip
+    for key in settings:
+        assert render["environment"][key] == api["environment"][key], key
+    layers = api["environment"]["MAPCASCADE_LAYERS_FILE"]
+    assert mounts(render)[layers] == mounts(api)[layers]
+    # The api believes forwarded client addresses from nginx's fixed address, and only that.
+    address = nginx["networks"]["default"]["ipv4_address"]
+    assert json.loads(api["environment"]["MAPCASCADE_TRUSTED_PROXIES"]) == [address]
 
 
 def test_worker_reserves_one_nvidia_gpu(services: dict) -> None:

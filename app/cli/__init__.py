@@ -14,6 +14,11 @@ COMMANDS = {
     ),
     "api": ("app.cli.serve", "api", "Run the HTTP API only (uvicorn)."),
     "worker": ("app.cli.serve", "worker", "Run one generation worker."),
+    "nginx-config": (
+        "app.cli.nginx",
+        "nginx_config",
+        "Print the nginx front's config (cache hits from files).",
+    ),
     "seed": ("app.cli.seed", "seed", "Pre-generate a bounding box over a zoom range."),
     "truncate": ("app.cli.seed", "truncate", "Remove tiles (and their descendants)."),
     "export": ("app.cli.export", "export", "Write stored tiles to an MBTiles or PMTiles file."),

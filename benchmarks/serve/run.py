@@ -1,10 +1,11 @@
-"""Cached-tile serving: `mapcascade api` against nginx serving the same files, side by side.
+"""Cached-tile serving, side by side on the same files: plain nginx (the limit), the nginx front
+of deploy/nginx/ before the API, and `mapcascade api` alone.
 
-Writes N real PNG tiles into a temporary store, starts nginx (static files, ETag) and the API on
-loopback, drives both with the same load generator in interleaved rounds, and prints requests/s,
-p50 and p99 per server plus the ratio service/nginx. Every process it starts is stopped.
+Writes N real PNG tiles into a temporary store, starts the three servers on loopback, drives
+them with the same load generator in interleaved rounds, and prints requests/s, p50 and p99 per
+server plus the ratios to plain nginx. Every process it starts is stopped.
 
-    .venv/bin/python benchmarks/serve/run.py            # defaults: 1024 tiles, 2 x 10 s rounds
+    .venv/bin/python benchmarks/serve/run.py            # defaults: 1024 tiles, 3 x 10 s rounds
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
@@ -33,7 +35,9 @@ import mercantile
 import numpy as np
 from PIL import Image, ImageDraw
 
+from app.cli.nginx import render
 from app.embedded import EmbeddedRedis
+from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER = "bench"
@@ -102,15 +106,29 @@ def write_store(data_dir: Path, count: int) -> tuple[list[str], tuple[float, ...
     return paths, (west + eps, south + eps, east - eps, north - eps), total
 
 
-def nginx_conf(root: Path, data_dir: Path, port: int, workers: int) -> str:
+def plain_server(data_dir: Path, port: int) -> str:
     # Same URL shape (/tiles/{z}/{x}/{y}.png, the default layer) and caching headers as the service.
+    return textwrap.dedent(f"""\
+        types {{ image/png png; }}
+        server {{
+            listen 127.0.0.1:{port};
+            location /tiles/ {{
+                alias {data_dir}/tiles/{LAYER}/;
+                etag on;
+                add_header Cache-Control "public, max-age=86400";
+            }}
+        }}
+        """)
+
+
+def nginx_conf(root: Path, workers: int) -> str:
+    """The same main config for plain nginx and the front: only their server blocks differ."""
     return textwrap.dedent(f"""\
         worker_processes {workers};
         pid {root}/nginx.pid;
         error_log {root}/error.log warn;
         events {{ worker_connections 1024; }}
         http {{
-            types {{ image/png png; }}
             sendfile on;
             tcp_nopush on;
             keepalive_requests 100000;
@@ -121,14 +139,7 @@ def nginx_conf(root: Path, data_dir: Path, port: int, workers: int) -> str:
             fastcgi_temp_path {root}/tmp;
             uwsgi_temp_path {root}/tmp;
             scgi_temp_path {root}/tmp;
-            server {{
-                listen 127.0.0.1:{port};
-                location /tiles/ {{
-                    alias {data_dir}/tiles/{LAYER}/;
-                    etag on;
-                    add_header Cache-Control "public, max-age=86400";
-                }}
-            }}
+            include {root}/servers.conf;
         }}
         """)
 
@@ -159,6 +170,17 @@ class Processes:
                 p.wait()
 
 
+def start_nginx(
+    procs: Processes, name: str, root: Path, servers: str, workers: int
+) -> subprocess.Popen:
+    (root / "tmp").mkdir(parents=True)
+    (root / "servers.conf").write_text(servers)
+    (root / "nginx.conf").write_text(nginx_conf(root, workers))
+    args = ["nginx", "-p", str(root), "-c", str(root / "nginx.conf"), "-e", "stderr",
+            "-g", "daemon off;"]  # fmt: skip
+    return procs.start(name, args, root / "stdout.log")
+
+
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -186,6 +208,22 @@ def check_same_bytes(nginx: str, service: str, paths: list[str], data_dir: Path)
         assert a.content == b.content == stored, path
         assert b.headers.get("x-cache") == "HIT", b.headers
         assert "etag" in a.headers and "etag" in b.headers
+
+
+def hits_counted(api: str) -> float:
+    m = re.search(r'^mapcascade_tile_cache_total\{result="hit"\} ([0-9.]+)$',
+                  httpx.get(api + "/metrics").text, re.M)  # fmt: skip
+    return float(m.group(1)) if m else 0.0
+
+
+def check_served_by_nginx(front: str, api: str, paths: list[str]) -> None:
+    """The front answers hits itself (the API counts none) with the API's headers."""
+    before = hits_counted(api)
+    for path in paths[:20]:
+        a, b = httpx.get(front + path), httpx.get(api + path)
+        for h in ("content-type", "etag", "last-modified", "cache-control", "x-cache"):
+            assert a.headers.get(h) == b.headers.get(h), (path, h, a.headers, b.headers)
+    assert hits_counted(api) == before + 20, "the front passed hits to the API"
 
 
 WRK_LUA = """\
@@ -292,7 +330,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--tiles", type=int, default=1024, help="tiles in the store (a square grid)")
     ap.add_argument("--seconds", type=float, default=10.0, help="length of one measured run")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds per server")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per server")
     ap.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections")
     ap.add_argument(
         "--workers",
@@ -302,6 +340,13 @@ def main() -> None:
         "generator on a 2-core machine)",
     )
     ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    ap.add_argument(
+        "--compare-api",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also run the API from this checkout (PYTHONPATH), e.g. a worktree of main before "
+        "a change, as server api@<folder name>",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "serve" / "result.json")
     args = ap.parse_args()
 
@@ -347,57 +392,43 @@ def main() -> None:
             )
         )
 
-        ngx_root = tmp / "nginx"
-        (ngx_root / "tmp").mkdir(parents=True)
-        ngx_port = free_port()
-        (ngx_root / "nginx.conf").write_text(nginx_conf(ngx_root, data_dir, ngx_port, args.workers))
-        ngx = procs.start(
-            "nginx",
-            [
-                "nginx",
-                "-p",
-                str(ngx_root),
-                "-c",
-                str(ngx_root / "nginx.conf"),
-                "-e",
-                "stderr",
-                "-g",
-                "daemon off;",
-            ],
-            ngx_root / "stdout.log",
-        )
-
         redis.start()
-        api_port = free_port()
         env = {
             **os.environ,
             "MAPCASCADE_DATA_DIR": str(data_dir),
             "MAPCASCADE_REDIS_URL": redis.url,
             "MAPCASCADE_LAYERS_FILE": str(layers),
+            "MAPCASCADE_TRUSTED_PROXIES": '["127.0.0.1"]',  # as behind the front
         }
-        api = procs.start(
-            "api",
-            [
-                mapcascade,
-                "api",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(api_port),
-                "--workers",
-                str(args.workers),
-            ],
-            tmp / "api.log",
-            env=env,
-            cwd=tmp,
+        api_port, ngx_port, front_port = free_port(), free_port(), free_port()
+        settings = Settings(data_dir=data_dir, layers_file=layers, redis_url=redis.url)
+        front_conf = render(settings, api=f"127.0.0.1:{api_port}", listen=f"127.0.0.1:{front_port}")
+        ngx = start_nginx(
+            procs, "nginx", tmp / "nginx", plain_server(data_dir, ngx_port), args.workers
         )
+        front = start_nginx(procs, "front", tmp / "front", front_conf, args.workers)
         servers = {
             "nginx": f"http://127.0.0.1:{ngx_port}",
-            "service": f"http://127.0.0.1:{api_port}",
+            "front": f"http://127.0.0.1:{front_port}",
+            "api": f"http://127.0.0.1:{api_port}",
         }
+        apis = [("api", api_port, env)]
+        if args.compare_api is not None:  # the same API from another checkout, e.g. before a change
+            other_port = free_port()
+            servers["api@" + args.compare_api.name] = f"http://127.0.0.1:{other_port}"
+            apis.append(("api@" + args.compare_api.name, other_port,
+                         {**env, "PYTHONPATH": str(args.compare_api.resolve())}))  # fmt: skip
+        for name, port, api_env in apis:
+            api = procs.start(name, [mapcascade, "api", "--host", "127.0.0.1", "--port", str(port),
+                                     "--workers", str(args.workers)],
+                              tmp / f"{name}.log", env=api_env, cwd=tmp)  # fmt: skip
+            wait_ready(servers[name] + "/health", api)
         wait_ready(servers["nginx"] + paths[0], ngx)
-        wait_ready(servers["service"] + "/health", api)
-        check_same_bytes(servers["nginx"], servers["service"], paths, data_dir)
+        wait_ready(servers["front"] + paths[0], front)
+        for name in servers:
+            if name != "nginx":
+                check_same_bytes(servers["nginx"], servers[name], paths, data_dir)
+        check_served_by_nginx(servers["front"], servers["api"], paths)
 
         def measure(name: str, seconds: float) -> tuple[int, float, float, float, int]:
             if loadgen == "wrk":
@@ -408,7 +439,8 @@ def main() -> None:
             measure(name, 2)
         runs: list[Run] = []
         for r in range(args.rounds):
-            # Alternate the order so that neither server always runs in the other's wake.
+            # Alternate the order so that no server always runs in another's wake; the pairs
+            # compared (nginx and front, api and api@...) stay next to each other in time.
             order = list(servers) if r % 2 == 0 else list(reversed(servers))
             for name in order:
                 n, secs, p50, p99, errs = measure(name, args.seconds)
@@ -424,7 +456,7 @@ def main() -> None:
                 )
                 runs.append(run)
                 print(
-                    f"round {r} {name:8s} {run.rps:9.1f} req/s  p50 {run.p50_ms:7.2f} ms  "
+                    f"round {r} {name:12s} {run.rps:9.1f} req/s  p50 {run.p50_ms:7.2f} ms  "
                     f"p99 {run.p99_ms:7.2f} ms  errors {errs}",
                     flush=True,
                 )
@@ -437,18 +469,41 @@ def main() -> None:
     for name in servers:
         mine = [r for r in runs if r.server == name]
         summary[name] = {
-            "rps": round(statistics.mean(r.rps for r in mine), 1),
+            "rps": round(statistics.median(r.rps for r in mine), 1),
             "p50_ms": round(statistics.median(r.p50_ms for r in mine), 3),
             "p99_ms": round(statistics.median(r.p99_ms for r in mine), 3),
             "errors": sum(r.errors for r in mine),
         }
-    ratio = {
-        "rps": round(summary["service"]["rps"] / summary["nginx"]["rps"], 3),
-        "p50": round(summary["service"]["p50_ms"] / summary["nginx"]["p50_ms"], 2),
-        "p99": round(summary["service"]["p99_ms"] / summary["nginx"]["p99_ms"], 2),
+    limit = summary["nginx"]
+    ratios = {
+        name: {
+            "rps": round(s["rps"] / limit["rps"], 3),
+            "p50": round(s["p50_ms"] / limit["p50_ms"], 2),
+            "p99": round(s["p99_ms"] / limit["p99_ms"], 2),
+            # Each round's ratio, both measured one after the other in that round: on a shared
+            # machine their median is steadier than the ratio of the medians.
+            "rps_median_of_rounds": statistics.median(
+                a.rps / b.rps
+                for a, b in zip(
+                    [r for r in runs if r.server == name],
+                    [r for r in runs if r.server == "nginx"],
+                    strict=True,
+                )
+            ),
+            "rps_per_round": [
+                round(a.rps / b.rps, 3)
+                for a, b in zip(
+                    [r for r in runs if r.server == name],
+                    [r for r in runs if r.server == "nginx"],
+                    strict=True,
+                )
+            ],
+        }
+        for name, s in summary.items()
+        if name != "nginx"
     }
     result = {
-        "benchmark": "cached tile serving, mapcascade api vs nginx (same files)",
+        "benchmark": "cached tile serving: plain nginx, nginx front, mapcascade api (same files)",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["benchmarks/serve/run.py", *sys.argv[1:]]),
         "settings": {
@@ -459,20 +514,26 @@ def main() -> None:
             "connections": args.connections,
             "workers": args.workers,
             "loadgen": loadgen,
+            "summary": "median over rounds",
         },
         "machine": host,
         "summary": summary,
-        "ratio_service_over_nginx": ratio,
+        "ratio_to_plain_nginx": ratios,
         "runs": [asdict(r) for r in runs],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print()
     for name, s in summary.items():
-        print(
-            f"{name:8s} {s['rps']:9.1f} req/s  p50 {s['p50_ms']:7.2f} ms  p99 {s['p99_ms']:7.2f} ms"
+        ratio = ratios.get(name)
+        vs = (
+            f"  x{ratio['rps']:.3f} of nginx (median of rounds x"
+            f"{ratio['rps_median_of_rounds']:.3f}; rounds {ratio['rps_per_round']})"
+            if ratio
+            else ""
         )
-    print(f"service/nginx: throughput x{ratio['rps']}, p50 x{ratio['p50']}, p99 x{ratio['p99']}")
+        print(f"{name:12s} {s['rps']:9.1f} req/s  p50 {s['p50_ms']:7.2f} ms  "
+              f"p99 {s['p99_ms']:7.2f} ms{vs}")  # fmt: skip
     print(f"wrote {args.out}")
 
 
