@@ -6,6 +6,7 @@ No cluster is needed: the files are parsed and compared.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from urllib.parse import urlparse
@@ -51,29 +52,55 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
 
 
-def container(objects: dict, kind: str, name: str) -> dict:
-    (only,) = objects[(kind, name)]["spec"]["template"]["spec"]["containers"]
-    return only
+def pod_of(objects: dict, kind: str, name: str) -> dict:
+    return objects[(kind, name)]["spec"]["template"]["spec"]
+
+
+def container(objects: dict, kind: str, name: str, container: str | None = None) -> dict:
+    """A container of a workload by name (init containers too); by default the one named
+    like the workload."""
+    pod = pod_of(objects, kind, name)
+    (found,) = [
+        c
+        for c in pod["containers"] + pod.get("initContainers", [])
+        if c["name"] == (container or name)
+    ]
+    return found
 
 
 def env_of(c: dict) -> dict[str, str | None]:
     return {e["name"]: e.get("value") for e in c.get("env", [])}
 
 
-def mounts_of(objects: dict, kind: str, name: str) -> dict[str, tuple[str, str]]:
-    """mountPath -> (volume kind, what it names): the claim, config map or template."""
+def mounts_of(
+    objects: dict, kind: str, name: str, container_name: str | None = None
+) -> dict[str, tuple[str, str]]:
+    """mountPath -> (volume kind, what it names): a claim, config map, claim template or
+    emptyDir, of one container."""
     spec = objects[(kind, name)]["spec"]
-    pod = spec["template"]["spec"]
     volumes = {}
-    for v in pod.get("volumes", []):
+    for v in spec["template"]["spec"].get("volumes", []):
         if "persistentVolumeClaim" in v:
             volumes[v["name"]] = ("claim", v["persistentVolumeClaim"]["claimName"])
         elif "configMap" in v:
             volumes[v["name"]] = ("configMap", v["configMap"]["name"])
+        elif "emptyDir" in v:
+            volumes[v["name"]] = ("emptyDir", v["name"])
     for t in spec.get("volumeClaimTemplates", []):
         volumes[t["metadata"]["name"]] = ("claimTemplate", t["metadata"]["name"])
-    (c,) = pod["containers"]
+    c = container(objects, kind, name, container_name)
     return {m["mountPath"]: volumes[m["name"]] for m in c.get("volumeMounts", [])}
+
+
+def read_only(c: dict, path: str) -> bool:
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == path]
+    return mount.get("readOnly", False)
+
+
+def generated(kustomization: dict, name: str) -> list[str]:
+    """The files of a configMapGenerator entry, as paths relative to deploy/."""
+    (entry,) = [g for g in kustomization["configMapGenerator"] if g["name"] == name]
+    return [f.partition("=")[2] or f for f in entry["files"]]
 
 
 def compose_mounts(service: dict) -> dict[str, str]:
@@ -91,40 +118,40 @@ def test_kustomization_lists_every_manifest_and_its_files_exist(kustomization: d
     listed = {DEPLOY / r for r in kustomization["resources"]}
     assert listed == set((DEPLOY / "k8s").glob("*.yaml"))
     assert kustomization["namespace"] == "mapcascade"
-    (layers,) = kustomization["configMapGenerator"]
-    key, _, source = layers["files"][0].partition("=")
-    assert key == "layers.yml" and (DEPLOY / source).is_file()
+    for entry in kustomization["configMapGenerator"]:
+        for source in generated(kustomization, entry["name"]):
+            assert (DEPLOY / source).is_file(), source
+    key = kustomization["configMapGenerator"][0]["files"][0].partition("=")[0]
+    assert key == "layers.yml"
 
 
 def test_layers_config_map_is_the_compose_default(kustomization: dict, compose: dict) -> None:
     api = compose["api"]
     target = api["environment"]["MAPCASCADE_LAYERS_FILE"]
     default = ROOT / compose_mounts(api)[target]
-    (layers,) = kustomization["configMapGenerator"]
-    _, _, source = layers["files"][0].partition("=")
+    (source,) = generated(kustomization, "mapcascade-layers")
     assert (DEPLOY / source).resolve() == default.resolve()
 
 
 @pytest.mark.parametrize("service", ["api", "worker"])
 def test_same_image_command_settings_and_mounts_as_compose(
-    objects: dict, compose: dict, kustomization: dict, service: str
+    objects: dict, compose: dict, service: str
 ) -> None:
     c, theirs = container(objects, "Deployment", service), compose[service]
     assert c["image"] == theirs["image"]
     assert c["command"] == theirs["command"]
     ours_env, their_env = env_of(c), theirs["environment"]
-    # Compose-network specifics (nginx's fixed address) have no meaning in a cluster.
-    assert set(ours_env) >= set(their_env) - {"MAPCASCADE_TRUSTED_PROXIES"}
+    # The proxy the API believes is nginx in both, at an address of its own network (below).
+    assert set(ours_env) >= set(their_env)
     for name, value in their_env.items():
-        if name in ours_env and ours_env[name] is not None:
+        if ours_env[name] is not None and name != "MAPCASCADE_TRUSTED_PROXIES":
             assert ours_env[name] == compose_value(value), name
     # Same paths, backed by the same storage: the tiles and weights claims, the layers file.
-    (layers,) = kustomization["configMapGenerator"]
     wanted = {"tiles": ("claim", "tiles"), "weights": ("claim", "weights")}
     ours = mounts_of(objects, "Deployment", service)
     for target, source in compose_mounts(theirs).items():
         if target == their_env["MAPCASCADE_LAYERS_FILE"]:
-            assert ours[target] == ("configMap", layers["name"])
+            assert ours[target] == ("configMap", "mapcascade-layers")
         else:
             assert ours[target] == wanted[source], target
     assert set(ours) == set(compose_mounts(theirs))
@@ -137,12 +164,60 @@ def test_api_port_and_probes(objects: dict, compose: dict) -> None:
     assert any(p.rsplit(":", 1)[-1] == str(port["containerPort"]) for p in their_port)
     cmd = api["command"]
     assert cmd[cmd.index("--port") + 1] == str(port["containerPort"])
-    service = objects[("Service", "api")]["spec"]
-    assert service["ports"][0]["targetPort"] == port["name"]
     # /ready is 503 while KEDA holds zero workers: it must not take the API out of service.
     for probe in ("readinessProbe", "livenessProbe"):
         assert api[probe]["httpGet"]["path"] == "/health"
         assert api[probe]["httpGet"]["port"] == port["name"]
+
+
+def test_nginx_in_front_as_in_compose(objects: dict, compose: dict, kustomization: dict) -> None:
+    if "nginx" not in compose:
+        pytest.skip("docker-compose.yml has no nginx service yet")
+    nginx, theirs = container(objects, "Deployment", "api", "nginx"), compose["nginx"]
+    assert nginx["image"] == theirs["image"]
+    published = str(theirs["ports"][0]).rsplit(":", 1)[-1]
+    (port,) = nginx["ports"]
+    assert str(port["containerPort"]) == published
+    # Clients reach nginx: the Service targets its port, never the API's.
+    pods = objects[("Deployment", "api")]["spec"]["selector"]["matchLabels"]
+    services = [o for (kind, _), o in objects.items() if kind == "Service"]
+    (service,) = [o for o in services if o["spec"]["selector"] == pods]
+    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    # The tiles read-only where compose mounts them, the same server config.
+    their_mounts = compose_mounts(theirs)
+    data = compose["api"]["environment"]["MAPCASCADE_DATA_DIR"]
+    ours = mounts_of(objects, "Deployment", "api", "nginx")
+    assert their_mounts[data] == "tiles" and ours[data] == ("claim", "tiles")
+    assert read_only(nginx, data)
+    conf = "/etc/nginx/conf.d/default.conf"
+    assert ours[conf] == ("configMap", "mapcascade-nginx-default")
+    (source,) = generated(kustomization, "mapcascade-nginx-default")
+    assert (DEPLOY / source).resolve() == (ROOT / their_mounts[conf]).resolve()
+    # The config is rendered as compose renders it, into the folder default.conf includes.
+    render = container(objects, "Deployment", "api", "nginx-config")
+    their_render = compose["nginx-config"]
+    assert render["image"] == their_render["image"]
+    cmd, their_cmd = render["command"], their_render["command"]
+    api_at = cmd.index("--api") + 1
+    assert cmd[:api_at] + cmd[api_at + 1 :] == their_cmd[:api_at] + their_cmd[api_at + 1 :]
+    out = Path(cmd[cmd.index("--out") + 1])
+    assert f"include {out};" in (ROOT / their_mounts[conf]).read_text()
+    rendered = mounts_of(objects, "Deployment", "api", "nginx-config")
+    assert rendered[str(out.parent)] == ours[str(out.parent)] == ("emptyDir", "nginx-config")
+    # The template where compose mounts deploy/nginx, the layers and settings of the API.
+    (template,) = generated(kustomization, "mapcascade-nginx-template")
+    (template_dir,) = [t for t, s in compose_mounts(their_render).items() if s == "./deploy/nginx"]
+    assert rendered[template_dir] == ("configMap", "mapcascade-nginx-template")
+    assert (DEPLOY / template).parent.resolve() == (ROOT / "deploy" / "nginx").resolve()
+    their_env = their_render["environment"]
+    assert rendered[their_env["MAPCASCADE_LAYERS_FILE"]] == ("configMap", "mapcascade-layers")
+    for name, value in their_env.items():
+        assert env_of(render)[name] == compose_value(value), name
+    # nginx reaches the API beside it in the pod, and the API believes that address only.
+    host, _, api_port = cmd[api_at].rpartition(":")
+    api = container(objects, "Deployment", "api")
+    assert api_port == str(api["ports"][0]["containerPort"])
+    assert json.loads(env_of(api)["MAPCASCADE_TRUSTED_PROXIES"] or "") == [host] == ["127.0.0.1"]
 
 
 def test_admin_token_comes_from_an_optional_secret(objects: dict) -> None:
@@ -180,9 +255,11 @@ def test_services_and_claims_resolve(objects: dict) -> None:
         if kind in {"Deployment", "StatefulSet"}:
             labels = obj["spec"]["template"]["metadata"]["labels"]
             assert obj["spec"]["selector"]["matchLabels"].items() <= labels.items(), name
-            for _, (source, claim) in mounts_of(objects, kind, name).items():
-                if source == "claim":
-                    assert ("PersistentVolumeClaim", claim) in objects, (name, claim)
+            pod = obj["spec"]["template"]["spec"]
+            for c in pod["containers"] + pod.get("initContainers", []):
+                for source, claim in mounts_of(objects, kind, name, c["name"]).values():
+                    if source == "claim":
+                        assert ("PersistentVolumeClaim", claim) in objects, (name, claim)
     pods = [
         (o["spec"]["template"]["metadata"]["labels"], o["spec"]["template"]["spec"]["containers"])
         for (kind, _), o in objects.items()
