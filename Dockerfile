@@ -1,30 +1,53 @@
 # One image for the `api` and `worker` services (docker-compose.yml picks the command).
 # torch from PyPI is the CUDA build on x86_64, so the same image runs on GPU hosts.
-FROM python:3.11-slim
+#
+# BASE_IMAGE: any Debian-like image with Python 3.11 and its venv module; where Docker Hub is out
+# of reach, scripts/debian-base.sh builds one from Debian packages. Offline builds install from
+# deploy/wheelhouse/ (filled by scripts/wheelhouse.sh) with --no-index whenever it holds wheels.
+ARG BASE_IMAGE=python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
+# Dependencies first, from pyproject.toml alone, so code changes do not re-install torch; into a
+# venv (Debian's own Python refuses pip installs, PEP 668) that the runtime stage copies, so the
+# wheelhouse never lands in the image.
+FROM ${BASE_IMAGE} AS deps
+ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
-
-# Dependencies first, from pyproject.toml alone, so code changes do not re-download torch.
-# The stub README satisfies `readme =`; the empty build is uninstalled again.
+COPY deploy/wheelhouse /wheelhouse
 COPY pyproject.toml ./
-RUN touch README.md \
+# The stub README satisfies `readme =`; the empty build is uninstalled again. setuptools stays:
+# the runtime stage installs the project without build isolation (no index needed there).
+RUN if ls /wheelhouse/*.whl >/dev/null 2>&1; then \
+        echo "installing offline from deploy/wheelhouse"; \
+        export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse; \
+    fi \
+    && pip install "setuptools>=69" \
+    && touch README.md \
     && pip install . \
     && pip uninstall -y mapcascade \
     && rm -rf build README.md ./*.egg-info
 
+FROM ${BASE_IMAGE}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
+
+COPY --from=deps /opt/venv /opt/venv
+WORKDIR /app
+
 # The project itself. Editable so that it runs from /app: app/main.py serves the
 # static/ folder next to the package, and the demo weights live in model/weights/.
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY app ./app
 COPY model ./model
 COPY worker ./worker
 COPY static ./static
-RUN pip install --no-deps -e . && rm -rf build
+RUN pip install --no-deps --no-build-isolation -e . && rm -rf build
 
 # Non-root. The mount points exist and belong to the user so that fresh named
 # volumes mounted there inherit that ownership.

@@ -53,8 +53,46 @@ def healthcheck_text(service: dict) -> str:
 
 
 def test_services_and_named_volumes(compose: dict, services: dict) -> None:
-    assert set(services) == {"redis", "api", "worker", "nginx", "nginx-config"}
-    assert set(compose["volumes"]) == {"tiles", "weights", "redis-data"}
+    assert set(services) == {"redis", "api", "worker", "nginx", "nginx-config", "seaweedfs"}
+    assert set(compose["volumes"]) == {"tiles", "weights", "redis-data", "s3-data"}
+    # Only the S3 server waits for its profile; everything else starts by default.
+    assert {name for name, s in services.items() if "profiles" in s} == {"seaweedfs"}
+
+
+STORE_ENV = ("MAPCASCADE_STORE", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID",
+             "AWS_SECRET_ACCESS_KEY")  # fmt: skip
+
+
+def test_api_and_worker_read_the_store_settings(services: dict) -> None:
+    for name in ("api", "worker"):
+        env = services[name]["environment"]
+        # Unset: the tiles volume (an empty MAPCASCADE_STORE means the default folder).
+        assert env["MAPCASCADE_STORE"] == "${MAPCASCADE_STORE:-}"
+        # The AWS variables pass through from the environment or .env only where set: an
+        # empty endpoint or key would not mean "the AWS default".
+        assert all(env[key] is None for key in STORE_ENV[1:]), name
+
+
+def test_s3_profile_serves_the_bucket_the_store_names(services: dict) -> None:
+    s3 = services["seaweedfs"]
+    assert s3["profiles"] == ["s3"]
+    assert "ports" not in s3  # reached by api and workers on the compose network only
+    assert mounts(s3) == {"/data": "s3-data"}
+    script = s3["command"][0]
+    # The bucket of MAPCASCADE_STORE, made before the service reports healthy (the api and
+    # workers stop at start without it), behind the key they sign with, on the port of the
+    # documented AWS_ENDPOINT_URL.
+    assert (
+        s3["environment"]["MAPCASCADE_STORE"] == services["api"]["environment"]["MAPCASCADE_STORE"]
+    )
+    assert s3["environment"]["AWS_ACCESS_KEY_ID"] is None
+    assert s3["environment"]["AWS_SECRET_ACCESS_KEY"] is None
+    assert "bucket=$${MAPCASCADE_STORE#s3://}" in script
+    created = script.index("s3.bucket.create -name $$bucket")
+    assert script.index("touch /tmp/ready") > created
+    assert "test -f /tmp/ready" in healthcheck_text(s3)
+    assert "-s3.port=8333" in script
+    assert "AWS_ENDPOINT_URL=http://seaweedfs:8333" in (ROOT / "docker-compose.yml").read_text()
 
 
 def test_redis_persists_and_reports_health(services: dict) -> None:
@@ -173,9 +211,58 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return out
 
 
-def test_dockerfile_runs_as_non_root_and_checks_health() -> None:
+def stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's build stages, each a list of instructions starting with its FROM."""
+    out: list[list[tuple[str, str]]] = []
+    for word, arg in dockerfile_instructions():
+        if word == "FROM":
+            out.append([])
+        if out:
+            out[-1].append((word, arg))
+    return out
+
+
+def test_dockerfile_base_is_an_arg_defaulting_to_python_slim() -> None:
     instructions = dockerfile_instructions()
-    assert instructions[0] == ("FROM", "python:3.11-slim")
+    # Before the first FROM, so that every stage's FROM can use it.
+    assert instructions[0] == ("ARG", "BASE_IMAGE=python:3.11-slim")
+    for stage in stages():
+        assert stage[0][1].split()[0] == "${BASE_IMAGE}", stage[0]
+
+
+def test_dockerfile_installs_offline_from_the_wheelhouse_in_a_build_stage() -> None:
+    *builds, runtime = stages()
+    (deps,) = builds
+    name = deps[0][1].split()[-1]
+    copies = [arg for word, arg in deps if word == "COPY"]
+    assert "deploy/wheelhouse /wheelhouse" in copies
+    install = " ".join(arg for word, arg in deps if word == "RUN")
+    # Wheels in the wheelhouse: pip is given no index at all.
+    assert "PIP_NO_INDEX=1" in install and "PIP_FIND_LINKS=/wheelhouse" in install
+    # The runtime stage takes the installed environment, never the wheels.
+    runtime_copies = [arg for word, arg in runtime if word == "COPY"]
+    assert f"--from={name} /opt/venv /opt/venv" in runtime_copies
+    assert not any("wheelhouse" in arg for arg in runtime_copies)
+    assert ("ENV", "PATH=/opt/venv/bin:$PATH") in [(w, a) for w, a in deps if w == "ENV"] or any(
+        "PATH=/opt/venv/bin:$PATH" in a for w, a in runtime if w == "ENV"
+    )
+
+
+def test_wheelhouse_is_ignored_by_git_but_its_readme_is_not() -> None:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout")
+
+    def ignored(path: str) -> bool:
+        probe = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
+        return probe.returncode == 0
+
+    assert ignored("deploy/wheelhouse/torch-2.4.0-cp311-cp311-manylinux_2_28_x86_64.whl")
+    assert not ignored("deploy/wheelhouse/README.md")
+    assert (ROOT / "deploy" / "wheelhouse" / "README.md").is_file()
+
+
+def test_dockerfile_runs_as_non_root_and_checks_health() -> None:
+    instructions = stages()[-1]
     users = [arg for word, arg in instructions if word == "USER"]
     assert users, "the image must switch to a non-root user"
     assert users[-1].split(":")[0] not in {"root", "0"}
@@ -194,7 +281,7 @@ def test_dockerignore_keeps_everything_the_dockerfile_copies() -> None:
     kept = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
     assert "*" in ignore  # context is an allowlist: no data/, .venv/ or weights sent
     for word, arg in dockerfile_instructions():
-        if word == "COPY":
+        if word == "COPY" and not arg.startswith("--from="):  # other stages, not the context
             *sources, _dest = arg.split()
             for src in sources:
                 assert src.rstrip("/").lstrip("./") in kept, f"{src} is excluded from the context"
@@ -202,20 +289,31 @@ def test_dockerignore_keeps_everything_the_dockerfile_copies() -> None:
         assert (ROOT / package).is_dir()
 
 
-def _compose_plugin() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
-    return probe.returncode == 0
+def compose_command() -> list[str] | None:
+    """The Compose at hand: the v2 plugin, else docker-compose 1.29 (Debian's), else none."""
+    if shutil.which("docker") is not None:
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose") is not None:
+        return ["docker-compose"]
+    return None
 
 
-@pytest.mark.skipif(not _compose_plugin(), reason="needs the docker compose plugin")
-def test_docker_compose_config_accepts_the_file() -> None:
+@pytest.mark.skipif(compose_command() is None, reason="needs docker compose or docker-compose")
+def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
+    compose = compose_command() or []
+    path = ROOT / "docker-compose.yml"
+    if compose == ["docker-compose"]:
+        # Compose 1.29 predates the top-level `name` (its `-p` names the project): the rest of
+        # the file is checked as it is, relative paths from the repository.
+        spec = yaml.safe_load(path.read_text())
+        assert spec.pop("name") == "mapcascade"
+        path = tmp_path / "docker-compose.yml"
+        path.write_text(yaml.safe_dump(spec))
+        compose = [*compose, "--project-directory", str(ROOT)]
     result = subprocess.run(
-        ["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+        [*compose, "-f", str(path), "config", "--quiet"], capture_output=True, text=True, cwd=ROOT
     )
     assert result.returncode == 0, result.stderr
 
