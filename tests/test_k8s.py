@@ -17,6 +17,7 @@ from redis import Redis
 from rq import Queue
 
 from app.settings import Settings
+from tests.test_compose import mounts
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -104,14 +105,7 @@ def generated(kustomization: dict, name: str) -> list[str]:
 
 
 def compose_mounts(service: dict) -> dict[str, str]:
-    out = {}
-    for v in service.get("volumes", []):
-        if isinstance(v, str):
-            source, target = v.split(":")[:2]
-        else:
-            source, target = v["source"], v["target"]
-        out[target] = compose_value(source)
-    return out
+    return {target: compose_value(source) for target, source in mounts(service).items()}
 
 
 def test_kustomization_lists_every_manifest_and_its_files_exist(kustomization: dict) -> None:

@@ -117,24 +117,32 @@ def running_front(tmp: Path, redis_url: str, cors_origins: list[str]) -> Iterato
         MAPCASCADE_TRUSTED_PROXIES='["127.0.0.1"]',  # nginx's address, as in the compose file
         MAPCASCADE_WAIT_MAX="0.2",  # no worker runs: a miss answers its interim tile at once
     )
+    settings = Settings(redis_url=redis_url, data_dir=data_dir, layers_file=layers,
+                        cors_origins=cors_origins)  # fmt: skip
+    with api_behind_nginx(tmp, env, settings) as front:
+        yield front
+
+
+@contextlib.contextmanager
+def api_behind_nginx(tmp: Path, env: dict[str, str], settings: Settings) -> Iterator[Front]:
+    """`mapcascade api` with this environment, and Debian's nginx in front of it with the config
+    `mapcascade nginx-config` renders from the same settings; both stopped afterwards."""
     api_port, nginx_port = free_port(), free_port()
     api = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "api", "--port", str(api_port)], env=env, cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     nginx = None
+    redis = Redis.from_url(settings.redis_url)
     try:
         wait_for(f"http://127.0.0.1:{api_port}/health", api, "mapcascade api")
-        settings = Settings(redis_url=redis_url, data_dir=data_dir, layers_file=layers,
-                            cors_origins=cors_origins)  # fmt: skip
         rendered = render(settings, f"127.0.0.1:{api_port}", f"127.0.0.1:{nginx_port}")
         nginx = start_nginx(tmp / "nginx", rendered)
         wait_for(f"http://127.0.0.1:{nginx_port}/health", nginx, "nginx")
-        redis = Redis.from_url(redis_url)
-        yield Front(f"http://127.0.0.1:{nginx_port}", f"http://127.0.0.1:{api_port}", data_dir,
-                    redis)  # fmt: skip
-        redis.close()
+        yield Front(f"http://127.0.0.1:{nginx_port}", f"http://127.0.0.1:{api_port}",
+                    settings.data_dir, redis)  # fmt: skip
     finally:
+        redis.close()
         for proc in (nginx, api):
             if proc is not None and proc.poll() is None:
                 proc.terminate()
@@ -191,7 +199,8 @@ def test_a_hit_is_served_by_nginx_with_the_api_bytes_and_headers(front, layer, o
         assert "access-control-allow-origin" not in via_nginx.headers
 
 
-def test_etag_and_dates_give_the_same_304s(front) -> None:
+def assert_same_304s(front) -> None:
+    """Conditional requests get the API's answers through nginx, which never asks the API."""
     first = httpx.get(front.nginx + tile_url(HIT))
     etag, modified = first.headers["etag"], first.headers["last-modified"]
     assert etag == httpx.get(front.api + tile_url(HIT)).headers["etag"]
@@ -204,13 +213,18 @@ def test_etag_and_dates_give_the_same_304s(front) -> None:
         ({"If-Modified-Since": "Sat, 01 Jan 2000 00:00:00 GMT"}, 200),
     ]:
         via_nginx = httpx.get(front.nginx + tile_url(HIT), headers=conditional)
-        assert hits_counted(front) == before
+        assert hits_counted(front) == before, conditional
         direct = httpx.get(front.api + tile_url(HIT), headers=conditional)
         before += 1
         assert via_nginx.status_code == direct.status_code == status, conditional
         assert via_nginx.headers["etag"] == direct.headers["etag"] == etag
         assert via_nginx.headers["cache-control"] == direct.headers["cache-control"]
+        assert via_nginx.headers["x-cache"] == "HIT"
         assert (via_nginx.content == b"") == (status == 304)
+
+
+def test_etag_and_dates_give_the_same_304s(front) -> None:
+    assert_same_304s(front)
 
 
 def test_head_answers_the_same_headers_without_a_body(front) -> None:

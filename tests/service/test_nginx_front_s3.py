@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,6 @@ from app.s3store import S3TileStore
 from app.settings import Settings
 from app.tiles import Block
 from tests.browser.live_service import free_port
-from tests.conftest import ROOT
 from tests.s3server import SeaweedS3
 from tests.service.test_nginx_front import (
     BLOCK,
@@ -30,6 +27,8 @@ from tests.service.test_nginx_front import (
     NGINX,
     OTHER,
     Front,
+    api_behind_nginx,
+    assert_same_304s,
     hits_counted,
     png,
     start_nginx,
@@ -78,26 +77,10 @@ def running_front(tmp: Path, redis_url: str, seaweed: SeaweedS3, bucket: str) ->
         MAPCASCADE_TRUSTED_PROXIES='["127.0.0.1"]',
         MAPCASCADE_WAIT_MAX="0.2",  # no worker runs: a miss answers its interim tile at once
     )
-    api_port, nginx_port = free_port(), free_port()
-    api = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "api", "--port", str(api_port)], env=env, cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    nginx = None
-    try:
-        wait_for(f"http://127.0.0.1:{api_port}/health", api, "mapcascade api")
-        settings = Settings(redis_url=redis_url, data_dir=data_dir, layers_file=layers,
-                            cors_origins=["*"], **seaweed.settings(bucket, PREFIX))  # fmt: skip
-        rendered = render(settings, f"127.0.0.1:{api_port}", f"127.0.0.1:{nginx_port}")
-        nginx = start_nginx(tmp / "nginx", rendered)
-        wait_for(f"http://127.0.0.1:{nginx_port}/health", nginx, "nginx")
-        yield Front(f"http://127.0.0.1:{nginx_port}", f"http://127.0.0.1:{api_port}", data_dir,
-                    None)  # type: ignore[arg-type]  # fmt: skip
-    finally:
-        for proc in (nginx, api):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=30)
+    settings = Settings(redis_url=redis_url, data_dir=data_dir, layers_file=layers,
+                        cors_origins=["*"], **seaweed.settings(bucket, PREFIX))  # fmt: skip
+    with api_behind_nginx(tmp, env, settings) as front:
+        yield front
 
 
 @pytest.fixture(scope="module")
@@ -138,26 +121,7 @@ def test_a_hit_is_read_from_the_bucket_with_the_api_bytes_and_headers(
 
 
 def test_the_object_etag_gives_the_api_304s(front) -> None:
-    first = httpx.get(front.nginx + tile_url(HIT))
-    etag, modified = first.headers["etag"], first.headers["last-modified"]
-    assert etag == httpx.get(front.api + tile_url(HIT)).headers["etag"]
-    before = hits_counted(front)
-    for conditional, status in [
-        ({"If-None-Match": etag}, 304),
-        ({"If-None-Match": f"W/{etag}"}, 304),
-        ({"If-None-Match": '"0-0"'}, 200),
-        ({"If-Modified-Since": modified}, 304),
-        ({"If-Modified-Since": "Sat, 01 Jan 2000 00:00:00 GMT"}, 200),
-    ]:
-        via_nginx = httpx.get(front.nginx + tile_url(HIT), headers=conditional)
-        assert hits_counted(front) == before, conditional
-        direct = httpx.get(front.api + tile_url(HIT), headers=conditional)
-        before += 1
-        assert via_nginx.status_code == direct.status_code == status, conditional
-        assert via_nginx.headers["etag"] == direct.headers["etag"] == etag
-        assert via_nginx.headers["cache-control"] == direct.headers["cache-control"]
-        assert via_nginx.headers["x-cache"] == "HIT"
-        assert (via_nginx.content == b"") == (status == 304)
+    assert_same_304s(front)
 
 
 def test_a_range_is_not_served_from_the_bucket(front) -> None:
