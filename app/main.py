@@ -18,7 +18,7 @@ from app.context import Context
 from app.errors import add_exception_handlers
 from app.metrics import RequestMetricsMiddleware
 from app.routes import events, export, meta, seed, tiles, wmts
-from app.settings import Settings
+from app.settings import CORS_EXPOSED_HEADERS, Settings
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # The viewer pages, all from static/viewer.html: route -> (name, vendored library, own script).
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "HEAD"],
-        expose_headers=["ETag", "Last-Modified", "X-Cache", "X-Tile-Status", "Retry-After"],
+        expose_headers=list(CORS_EXPOSED_HEADERS),
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=context.metrics)
     app.add_middleware(HostCheck, allowed=settings.allowed_hosts)

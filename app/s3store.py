@@ -18,7 +18,6 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import obstore
 from obstore.exceptions import BaseError
@@ -27,11 +26,14 @@ from obstore.store import S3Store
 from app.errors import StoreUnavailable
 from app.settings import Settings
 from app.store import (
+    DEFAULT_REGION,
     Removed,
+    S3Location,
     StoreConfigError,
     StoredTile,
     imagery_of,
     meta_key,
+    store_location,
     tile_key,
 )
 from app.tiles import Block, Tile, TileRect
@@ -69,7 +71,7 @@ class S3TileStore:
     ):
         self.bucket, self.prefix, self.endpoint = bucket, prefix.strip("/"), endpoint
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        config: dict[str, Any] = {"region": region or "us-east-1"}
+        config: dict[str, Any] = {"region": region or DEFAULT_REGION}
         if endpoint:
             config["endpoint"] = endpoint
         if access_key_id and secret_access_key:
@@ -88,16 +90,13 @@ class S3TileStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3TileStore:
-        assert settings.store is not None
-        url = urlsplit(settings.store)
-        if not url.netloc:
-            raise StoreConfigError(
-                f"MAPCASCADE_STORE={settings.store!r}: no bucket; give s3://bucket/prefix"
-            )
+        location = store_location(settings)
+        if not isinstance(location, S3Location):
+            raise StoreConfigError(f"MAPCASCADE_STORE={settings.store!r} is not an s3:// store")
         secret = settings.aws_secret_access_key
         return cls(
-            url.netloc,
-            url.path,
+            location.bucket,
+            location.prefix,
             endpoint=settings.aws_endpoint_url,
             region=settings.aws_region,
             access_key_id=settings.aws_access_key_id,

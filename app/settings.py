@@ -147,6 +147,10 @@ class LayersFile(BaseModel):
         return self
 
 
+# Response headers a page on another origin may read (the API's CORS and the nginx front's).
+CORS_EXPOSED_HEADERS = ("ETag", "Last-Modified", "X-Cache", "X-Tile-Status", "Retry-After")
+
+
 def _aws(*names: str) -> AliasChoices:
     """Read from the AWS variable(s) as named, or by the field's own name in code."""
     return AliasChoices(names[0].lower(), *names)

@@ -38,6 +38,38 @@ class StoreConfigError(ValueError):
     credentials): start-up stops with this one line, which names the setting to fix."""
 
 
+DEFAULT_REGION = "us-east-1"  # an S3 store's region when AWS_REGION is unset (AWS's own default)
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str  # no slash at either end; "" for the bucket's root
+
+
+def store_location(settings: Settings) -> Path | S3Location:
+    """Where MAPCASCADE_STORE puts the tiles: a folder (unset, or set empty as
+    `${MAPCASCADE_STORE:-}` in a compose file does: `tiles` in the data dir; a path; a file://
+    URL) or an S3 bucket and prefix. The one reader of the setting (the API, the workers and the
+    nginx front all open the store it names)."""
+    url = settings.store
+    if not url:
+        return settings.tiles_dir
+    parts = urlsplit(url)
+    if parts.scheme == "":
+        return Path(url)
+    if parts.scheme == "file":
+        return Path(parts.path)
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise StoreConfigError(f"MAPCASCADE_STORE={url!r}: no bucket; give s3://bucket/prefix")
+        return S3Location(parts.netloc, parts.path.strip("/"))
+    raise StoreConfigError(
+        f"MAPCASCADE_STORE={url!r}: unknown scheme {parts.scheme!r}; give a folder, "
+        "file:///folder or s3://bucket/prefix"
+    )
+
+
 def tile_key(layer: str, tile: Tile) -> str:
     """Where a tile lives, relative to the store's root: the same layout in a folder and in a
     bucket, so a proxy in front serves `/{layer}/{z}/{x}/{y}.png` from either."""
@@ -218,24 +250,14 @@ def _unlink(path: Path) -> bool:
 
 
 def open_store(settings: Settings) -> TileStore:
-    """The store MAPCASCADE_STORE names: a folder or file:// URL (default: `tiles` in the data
-    dir) or s3://bucket/prefix. An S3 store is checked here (one list request): bad settings
-    stop start-up with a `StoreConfigError` instead of failing every request later."""
-    url = settings.store
-    if not url:  # unset, or set empty (as `${MAPCASCADE_STORE:-}` in a compose file does)
-        return FileTileStore(settings.tiles_dir)
-    scheme = urlsplit(url).scheme
-    if scheme == "file":
-        return FileTileStore(Path(urlsplit(url).path))
-    if scheme == "s3":
-        from app.s3store import S3TileStore  # the S3 client loads only where it is used
+    """The store MAPCASCADE_STORE names (`store_location`). An S3 store is checked here (one
+    list request): bad settings stop start-up with a `StoreConfigError` instead of failing every
+    request later."""
+    location = store_location(settings)
+    if isinstance(location, Path):
+        return FileTileStore(location)
+    from app.s3store import S3TileStore  # the S3 client loads only where it is used
 
-        store = S3TileStore.from_settings(settings)
-        store.check()
-        return store
-    if scheme == "":  # a plain folder
-        return FileTileStore(Path(url))
-    raise StoreConfigError(
-        f"MAPCASCADE_STORE={url!r}: unknown scheme {scheme!r}; give a folder, file:///folder "
-        "or s3://bucket/prefix"
-    )
+    store = S3TileStore.from_settings(settings)
+    store.check()
+    return store

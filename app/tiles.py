@@ -20,6 +20,9 @@ class Tile(NamedTuple):
 
 MAX_ZOOM = 30
 TILE_SIZE = 256
+# A tile number written plainly: canonical (no sign, no leading zero, no ".0") and short (x < 2^24
+# has 8 digits). Such URLs take the fast path of the tile route and are what nginx may serve.
+PLAIN_TILE_NUMBER = "0|[1-9][0-9]{0,9}"
 
 
 class TileOutOfRange(ValueError):

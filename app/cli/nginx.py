@@ -11,7 +11,9 @@ from urllib.parse import urlsplit
 
 import click
 
-from app.settings import Layer, Settings
+from app.settings import CORS_EXPOSED_HEADERS, Layer, Settings
+from app.store import DEFAULT_REGION, S3Location, store_location
+from app.tiles import PLAIN_TILE_NUMBER
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nginx"
 TEMPLATE = DEPLOY / "mapcascade.conf.template"
@@ -27,9 +29,6 @@ upstream mapcascade_store {{
 }}
 """
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
-# As app/main.py exposes them to pages on other origins.
-EXPOSE_HEADERS = "ETag, Last-Modified, X-Cache, X-Tile-Status, Retry-After"
-TILE_NUMBER = "0|[1-9][0-9]{0,9}"  # what app.routes.tiles.canonical_numbers lets through
 
 
 def file_backed(layers: dict[str, Layer]) -> list[str]:
@@ -41,8 +40,8 @@ def tile_regex(layers: list[str], default: str | None) -> str:
     """The tile URLs nginx may answer from files: /tiles/{z}/{x}/{y}.png for the default layer,
     /tiles/{layer}/{z}/{x}/{y}.png for the others, with the numbers written canonically."""
     numbers = (
-        f"(?<mapcascade_z>{TILE_NUMBER})/(?<mapcascade_x>{TILE_NUMBER})/"
-        f"(?<mapcascade_y>{TILE_NUMBER})\\.png$"
+        f"(?<mapcascade_z>{PLAIN_TILE_NUMBER})/(?<mapcascade_x>{PLAIN_TILE_NUMBER})/"
+        f"(?<mapcascade_y>{PLAIN_TILE_NUMBER})\\.png$"
     )
     if not layers:
         return "^/tiles/(?!)"  # nothing is stored in files: every tile goes to the API
@@ -62,15 +61,11 @@ def _quoted(value: str) -> str:
     return value
 
 
-def s3_values(settings: Settings, store_url: str | None) -> dict[str, str]:
+def s3_values(settings: Settings, store: S3Location, store_url: str | None) -> dict[str, str]:
     """Where nginx reads a tile of an s3:// store: `{endpoint}/{bucket}/{prefix}/...`, with the
     endpoint as nginx reaches it (`store_url`, default AWS_ENDPOINT_URL or AWS S3's regional
     one)."""
-    assert settings.store is not None
-    store = urlsplit(settings.store)
-    if not store.netloc:
-        raise ValueError(f"MAPCASCADE_STORE={settings.store!r}: no bucket; give s3://bucket/prefix")
-    region = settings.aws_region or "us-east-1"
+    region = settings.aws_region or DEFAULT_REGION
     endpoint = urlsplit(
         store_url or settings.aws_endpoint_url or f"https://s3.{region}.amazonaws.com"
     )
@@ -79,7 +74,7 @@ def s3_values(settings: Settings, store_url: str | None) -> dict[str, str]:
     port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
     hostname = _quoted(endpoint.hostname)
     server = f"[{hostname}]:{port}" if ":" in hostname else f"{hostname}:{port}"
-    path = "/".join(part for part in (store.netloc, store.path.strip("/")) if part)
+    path = "/".join(part for part in (store.bucket, store.prefix) if part)
     return {
         "store_upstream": S3_UPSTREAM.format(server=server),
         "store_scheme": endpoint.scheme,
@@ -101,30 +96,21 @@ def render(
         "default_layer": default,
         "tile_regex": tile_regex(layers, default if default in layers else None),
         "cors_origins": cors_entries(settings.cors_origins),
-        "expose_headers": EXPOSE_HEADERS,
+        "expose_headers": ", ".join(CORS_EXPOSED_HEADERS),
         "cache_max_age": str(settings.cache_max_age),
         "read_timeout": str(math.ceil(settings.wait_max) + 30),
     }
-    if settings.store and urlsplit(settings.store).scheme == "s3":
-        values |= s3_values(settings, store_url)
+    store = store_location(settings)  # a StoreConfigError is a ValueError
+    if isinstance(store, S3Location):
+        values |= s3_values(settings, store, store_url)
         location = S3_LOCATION
     else:
-        folder = tiles_dir or store_folder(settings)
+        folder = tiles_dir or store
         values |= {"store_upstream": "", "tiles_dir": str(folder.resolve())}
         location = FOLDER_LOCATION
     # The location's first line says what it is, for the reader of the template only.
     values["tile_location"] = fill(location, location.read_text().split("\n", 1)[1], values)
     return fill(template, template.read_text(), values)
-
-
-def store_folder(settings: Settings) -> Path:
-    """The tile folder as the API opens it (app.store.open_store)."""
-    if not settings.store:
-        return settings.tiles_dir
-    url = urlsplit(settings.store)
-    if url.scheme not in ("", "file"):
-        raise ValueError(f"MAPCASCADE_STORE={settings.store!r}: nginx serves folders and s3://")
-    return Path(url.path if url.scheme == "file" else settings.store)
 
 
 def fill(template: Path, text: str, values: dict[str, str]) -> str:

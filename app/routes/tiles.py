@@ -29,11 +29,11 @@ from app.errors import (
 from app.routes.params import LAYER_PATH_PARAM, charged_client, requested_layer
 from app.settings import Layer
 from app.store import StoredTile, imagery_of
-from app.tiles import TILE_SIZE, Block, Tile, ancestor_of, check_tile, intersects
+from app.tiles import PLAIN_TILE_NUMBER, TILE_SIZE, Block, Tile, ancestor_of, check_tile, intersects
 
 NUMBER = re.compile(r"[+-]?[0-9]+(\.0*)?")  # what the int parameters would accept
 CANONICAL = re.compile(r"0|-?[1-9][0-9]*")
-PLAIN_NUMBER = re.compile(r"0|[1-9][0-9]{0,9}")  # canonical, and short: x < 2^24 has 8 digits
+PLAIN_NUMBER = re.compile(PLAIN_TILE_NUMBER)
 
 
 async def canonical_numbers(request: Request) -> None:
