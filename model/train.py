@@ -64,6 +64,11 @@ class TrainOptions:
     # Pixels known to be none of the labelled classes (partial labels) are pushed at least this
     # far (RGB distance in [-1, 1] units) from those classes' colours; no colour is imposed.
     exclusion_margin: float = 0.25
+    # Weight of an auxiliary loss that draws the map from the imagery features alone (a 1x1
+    # conv on the MFEncoder's last imagery stage, used in training only). The diffusion loss
+    # teaches the imagery branch only through the UNet, and what it learns that way is thin
+    # (roof colour); this asks the branch to see the map itself. 0: off.
+    imagery_map_weight: float = 0.0
     ema_decay: float = 0.999
     kl_weight: float = 1e-6
     checkpoint_every: int = 200
@@ -144,6 +149,13 @@ class Trainer:
         params = trainable_parameters(options.config, self.components)
         for p in params:
             p.requires_grad_(True)
+        self.imagery_head: torch.nn.Conv2d | None = None
+        self._imagery_features: torch.Tensor | None = None
+        if options.imagery_map_weight > 0:
+            encoder = self.components.mfencoder
+            self.imagery_head = torch.nn.Conv2d(encoder.config.channels[-1], 3, 1).to(self.device)
+            params = [*params, *self.imagery_head.parameters()]
+            encoder.imagery_stages[-1].register_forward_hook(self._keep_imagery_features)
         self.vae_optimizer: torch.optim.AdamW | None = None
         if options.vae_steps > 0:
             if not isinstance(self.components.vae, AutoencoderKL):
@@ -269,8 +281,9 @@ class Trainer:
             target = noise
             weight = snr.clamp(max=self.options.min_snr_gamma) / snr
         error = F.mse_loss(pred, target, reduction="none")
+        aux = self.imagery_map_loss(batch) if self.imagery_head is not None else 0.0
         if batch.knowledge is None:
-            return (error.mean(dim=(1, 2, 3)) * weight).mean()
+            return (error.mean(dim=(1, 2, 3)) * weight).mean() + aux
         # Partial labels: the map is learned only where it is known (the loss is a mean over
         # known latent cells), and pixels known to be none of the labelled classes only learn
         # what they are not.
@@ -279,7 +292,34 @@ class Trainer:
         per_sample = (error * known).sum(dim=(1, 2, 3)) / known.sum(dim=(1, 2, 3)).clamp(min=1)
         x0 = self.predicted_x0(noisy, pred, t)
         excluded = self.exclusion_loss(x0, knowledge == NOT_LABELLED, batch.excluded_colours)
-        return ((per_sample + excluded) * weight).mean()
+        return ((per_sample + excluded) * weight).mean() + aux
+
+    def _keep_imagery_features(self, module: object, inputs: object, output: torch.Tensor) -> None:
+        self._imagery_features = output
+
+    def imagery_map_loss(self, batch: Batch) -> torch.Tensor:
+        """The auxiliary loss (`imagery_map_weight`) of the batch's last MFEncoder pass: the
+        head's map (upsampled to pixels) against the target where known, plus the exclusion
+        term where only the labelled classes are ruled out, as the diffusion loss."""
+        assert self.imagery_head is not None and self._imagery_features is not None
+        target = batch.target.to(self.device)
+        drawn = F.interpolate(
+            self.imagery_head(self._imagery_features),
+            size=target.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )
+        error = (drawn - target).pow(2).mean(dim=1, keepdim=True)
+        if batch.knowledge is None:
+            per_sample = error.mean(dim=(1, 2, 3))
+        else:
+            knowledge = batch.knowledge.to(self.device)
+            known = (knowledge == KNOWN).float()
+            per_sample = (error * known).sum(dim=(1, 2, 3)) / known.sum(dim=(1, 2, 3)).clamp(1)
+            per_sample = per_sample + self.exclusion_penalty(
+                drawn, knowledge == NOT_LABELLED, batch.excluded_colours
+            )
+        return self.options.imagery_map_weight * per_sample.mean()
 
     def predicted_x0(
         self, noisy: torch.Tensor, pred: torch.Tensor, t: torch.Tensor
@@ -298,17 +338,25 @@ class Trainer:
         footprint is known not to be a building; this teaches exactly that, while its class
         (road, ground, trees...) is left to what the model learned where maps are complete.
         Drawing those pixels as background would invent ground where roads and trees are."""
-        out = torch.zeros(x0.shape[0], device=x0.device)
+        if colours is None or not bool(where.any()):
+            return torch.zeros(x0.shape[0], device=x0.device)
+        pixels = decode_latents(self.components.vae, x0)  # B x 3 x H x W in [-1, 1]
+        return self.exclusion_penalty(pixels, where, colours)
+
+    def exclusion_penalty(
+        self, pixels: torch.Tensor, where: torch.Tensor, colours: list[torch.Tensor] | None
+    ) -> torch.Tensor:
+        """exclusion_loss of a drawn map (B x 3 x H x W pixels in [-1, 1])."""
+        out = torch.zeros(pixels.shape[0], device=pixels.device)
         if colours is None or not bool(where.any()):
             return out
-        pixels = decode_latents(self.components.vae, x0)  # B x 3 x H x W in [-1, 1]
         margin = self.options.exclusion_margin
         for i, palette in enumerate(colours):
             mask = where[i, 0]
             if not palette.numel() or not bool(mask.any()):
                 continue
             chosen = pixels[i][:, mask]  # 3 x N
-            dist = torch.cdist(chosen.T, palette.to(x0.device)).min(dim=1).values
+            dist = torch.cdist(chosen.T, palette.to(pixels.device)).min(dim=1).values
             out[i] = F.relu(margin - dist).pow(2).mean()
         return out
 
@@ -366,6 +414,7 @@ class Trainer:
             "rng": rng_state(self.rng),
             "latents_normalized": self.latents_normalized,
             "latent_stats": self.latent_stats,
+            "imagery_head": self.imagery_head and self.imagery_head.state_dict(),
         }
         c = self.components
         ema = self.ema_modules() if self.step > self.options.vae_steps else None
@@ -380,6 +429,8 @@ class Trainer:
         self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
         self.latents_normalized = bool(state["latents_normalized"])
         self.latent_stats = state.get("latent_stats", {})
+        if self.imagery_head is not None and state.get("imagery_head"):
+            self.imagery_head.load_state_dict(state["imagery_head"])
         restore_rng(state["rng"], self.rng)
         self._trim_log()
 

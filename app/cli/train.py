@@ -57,6 +57,14 @@ TRAIN_CONFIGS = ("demo", "tiny", "sd21")
     show_default=True,
     help="Decay the learning rate linearly to 0 over the last N diffusion steps.",
 )
+@click.option(
+    "--imagery-map-weight",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Weight of an auxiliary loss that draws the map from the imagery features alone "
+    "(teaches the imagery branch to see roofs, roads and trees; 0: off).",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint exactly.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=200, show_default=True)
@@ -75,6 +83,7 @@ def train(
     crop: int,
     lr: float | None,
     cooldown: int,
+    imagery_map_weight: float,
     out: Path | None,
     resume: bool,
     checkpoint_every: int,
@@ -137,6 +146,7 @@ def train(
         vae_crop=crop,
         lr=REGISTRY[config].learning_rate if lr is None else lr,
         cooldown=cooldown,
+        imagery_map_weight=imagery_map_weight,
         checkpoint_every=checkpoint_every,
         seed=seed,
         device=device,

@@ -204,3 +204,36 @@ def test_not_labelled_pixels_are_pushed_away_from_the_labelled_colours(
     assert penalty(building) == pytest.approx(trainer.options.exclusion_margin**2, rel=1e-2)
     assert penalty(torch.tensor([1.0, 1.0, 1.0])) == 0.0  # white road: allowed there
     assert penalty(building + 0.05) > 0.0  # near the building colour still costs
+
+
+def test_the_imagery_map_loss_trains_the_imagery_branch_and_resumes(
+    data: Path, tmp_path: Path
+) -> None:
+    """With the auxiliary loss on, the imagery branch gets a gradient even when the UNet's
+    answer ignores it; its head is saved in the checkpoint and restored by a resume."""
+    aux = options(data, tmp_path / "aux", config="demo", imagery_map_weight=1.0, steps=1)
+    trainer = Trainer(aux)
+    batch = trainer.data.batch(2, TILE, trainer.rng, Augment(imagery_jitter=0.0))
+    unet = trainer.components.unet
+    pred = torch.randn(2, unet.config.out_channels, TILE // 4, TILE // 4, requires_grad=True)
+    unet.forward = lambda *args, **kwargs: SimpleNamespace(sample=pred)  # type: ignore[method-assign]
+    stem = trainer.components.mfencoder.imagery_stem[0].weight
+
+    def stem_gradient(t: Trainer) -> torch.Tensor | None:
+        stem.grad = None
+        t.diffusion_loss(batch).backward()
+        return stem.grad
+
+    gradient = stem_gradient(trainer)
+    assert gradient is not None and gradient.abs().sum() > 0
+    plain = Trainer(options(data, tmp_path / "plain", config="demo", steps=1))
+    plain.components.mfencoder = trainer.components.mfencoder
+    plain.components.unet = unet
+    assert stem_gradient(plain) is None  # without it, nothing reaches the branch here
+
+    trainer.run()
+    head = trainer.imagery_head
+    assert head is not None
+    resumed = Trainer(replace(aux, steps=2), resume=True)
+    assert resumed.imagery_head is not None
+    assert torch.equal(resumed.imagery_head.weight, head.weight)

@@ -24,6 +24,8 @@ from app.cli import main
         (["--data", "{tmp}", "--vae-steps", "-1"], "x>=0"),
         (["--data", "{tmp}", "--vae-steps", "1", "--out", "{tmp}/o"], "no autoencoder to train"),
         (["--data", "{tmp}", "--cooldown", "-1"], "x>=0"),
+        (["--data", "{tmp}", "--imagery-map-weight", "-0.5"], "x>=0"),
+        (["--data", "{tmp}", "--imagery-map-weight", "lots"], "'lots' is not a valid float"),
         (["--data", "{tmp}", "--steps", "10", "--cooldown", "11"], "more than the 10 diffusion"),
         ([], "Missing option '--data'"),
     ],
