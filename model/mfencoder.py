@@ -6,7 +6,10 @@ computed from [reference ⊕ imagery] features; a 1x1 conv merges both branches.
 gives a 64x64 map, the SD latent grid. Layout follows the official SCGM `MapDualSpadeRefEncoder`
 (stem 3->32, LeakyReLU(0.1), pixel-unshuffle downsampling, SPADE hidden width 128).
 When a sample has no reference (root zoom, or reference dropout in training) the reference
-stem output is replaced by a learned per-channel "no reference" embedding.
+stem output is replaced by a learned per-channel "no reference" embedding, or, in an encoder
+with a map head, by the map its imagery branch draws alone (1x1 conv of the last imagery
+stage, trained by `mapcascade train --imagery-map-weight`): the root zoom of a cascade then
+starts from a coarse map of its own imagery rather than from nothing.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ class MFEncoder(ModelMixin, ConfigMixin):
         spade_hidden: int = 128,
         spade_norm: str = "batch",
         out_channels: int = 384,
+        map_head: bool = False,
     ) -> None:
         super().__init__()
         channels = tuple(channels)
@@ -106,6 +110,17 @@ class MFEncoder(ModelMixin, ConfigMixin):
         )
         self.fusions = nn.ModuleList(Spade(c, 2 * c, spade_hidden, spade_norm) for c in channels)
         self.merge = nn.Conv2d(2 * channels[-1], out_channels, 1, bias=False)
+        # Not named map_head: diffusers resolves config keys before submodules.
+        self.to_map: nn.Conv2d | None = None
+        if map_head:
+            self.add_map_head()
+
+    def add_map_head(self) -> None:
+        """Give the encoder a map head (fresh weights): a warm start of a model without one."""
+        self.to_map = nn.Conv2d(self.config.channels[-1], self.config.in_channels, 1)
+        # Off diffusers' list of defaulted keys too, or from_config would rebuild it headless.
+        defaulted = [k for k in self.config.get("_use_default_values", []) if k != "map_head"]
+        self.register_to_config(map_head=True, _use_default_values=defaulted)
 
     @property
     def downscale(self) -> int:
@@ -121,18 +136,44 @@ class MFEncoder(ModelMixin, ConfigMixin):
         size = imagery.shape[-1]
         if imagery.shape[-2] % self.downscale or size % self.downscale:
             raise ValueError(f"imagery size {tuple(imagery.shape[-2:])} not divisible by 8")
-        img = self.imagery_stem(imagery)
+        stages = self.imagery_features(imagery)
+        missing = torch.ones(imagery.shape[0], dtype=torch.bool, device=imagery.device)
+        if reference is not None:
+            missing = torch.zeros_like(missing) if has_reference is None else ~has_reference
+        if self.to_map is not None and bool(missing.any()):
+            # The drawn map stands in for the missing reference; it is what the map head
+            # learns by its own loss, not what the denoiser's loss would make of it.
+            drawn = self._draw(stages[-1], imagery.shape[-2:]).clamp(-1.0, 1.0).detach()
+            reference = drawn if reference is None else torch.where(
+                missing.to(reference.device)[:, None, None, None], drawn, reference
+            )  # fmt: skip
+            missing = torch.zeros_like(missing)
+        img = stages[0]
         null = self.no_reference.to(img.dtype)[None, :, None, None].expand_as(img)
-        if reference is None:
-            ref = null
-        else:
-            ref = self.reference_stem(reference)
-            if has_reference is not None:
-                ref = torch.where(has_reference.to(ref.device)[:, None, None, None], ref, null)
-        for imagery_stage, reference_stage, fusion in zip(
-            self.imagery_stages, self.reference_stages, self.fusions, strict=True
+        ref = null if reference is None else self.reference_stem(reference)
+        ref = torch.where(missing.to(ref.device)[:, None, None, None], null, ref)
+        for img, reference_stage, fusion in zip(
+            stages[1:], self.reference_stages, self.fusions, strict=True
         ):
-            img = imagery_stage(img)
             ref = reference_stage(ref)
             ref = fusion(ref, torch.cat([ref, img], dim=1))
         return self.merge(torch.cat([ref, img], dim=1))
+
+    def imagery_features(self, imagery: torch.Tensor) -> list[torch.Tensor]:
+        """The imagery branch: the stem's output, then each stage's."""
+        out = [self.imagery_stem(imagery)]
+        for stage in self.imagery_stages:
+            out.append(stage(out[-1]))
+        return out
+
+    def draw_map(self, imagery: torch.Tensor) -> torch.Tensor:
+        """The map the imagery branch sees alone, B x 3 x H x W (colours in [-1, 1], not clamped:
+        a loss on it keeps its gradient); needs a map head."""
+        return self._draw(self.imagery_features(imagery)[-1], imagery.shape[-2:])
+
+    def _draw(self, features: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        if self.to_map is None:
+            raise ValueError("this MFEncoder has no map head")
+        return nn.functional.interpolate(
+            self.to_map(features), size=tuple(size), mode="bilinear", align_corners=False
+        )

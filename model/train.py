@@ -64,10 +64,10 @@ class TrainOptions:
     # Pixels known to be none of the labelled classes (partial labels) are pushed at least this
     # far (RGB distance in [-1, 1] units) from those classes' colours; no colour is imposed.
     exclusion_margin: float = 0.25
-    # Weight of an auxiliary loss that draws the map from the imagery features alone (a 1x1
-    # conv on the MFEncoder's last imagery stage, used in training only). The diffusion loss
-    # teaches the imagery branch only through the UNet, and what it learns that way is thin
-    # (roof colour); this asks the branch to see the map itself. 0: off.
+    # Weight of the loss of the MFEncoder's map head (the map its imagery branch draws alone;
+    # added to an encoder without one). The diffusion loss teaches the imagery branch only
+    # through the UNet, and what it learns that way is thin (roof colour); this asks the branch
+    # to see the map itself, and the drawn map is the reference of blocks without one. 0: off.
     imagery_map_weight: float = 0.0
     ema_decay: float = 0.999
     kl_weight: float = 1e-6
@@ -146,16 +146,12 @@ class Trainer:
         self.modules = self.components.modules()
         for module in self.modules.values():
             module.to(self.device).train().requires_grad_(False)
+        if options.imagery_map_weight > 0 and self.components.mfencoder.to_map is None:
+            self.components.mfencoder.add_map_head()
+            self.components.mfencoder.to(self.device)
         params = trainable_parameters(options.config, self.components)
         for p in params:
             p.requires_grad_(True)
-        self.imagery_head: torch.nn.Conv2d | None = None
-        self._imagery_features: torch.Tensor | None = None
-        if options.imagery_map_weight > 0:
-            encoder = self.components.mfencoder
-            self.imagery_head = torch.nn.Conv2d(encoder.config.channels[-1], 3, 1).to(self.device)
-            params = [*params, *self.imagery_head.parameters()]
-            encoder.imagery_stages[-1].register_forward_hook(self._keep_imagery_features)
         self.vae_optimizer: torch.optim.AdamW | None = None
         if options.vae_steps > 0:
             if not isinstance(self.components.vae, AutoencoderKL):
@@ -281,7 +277,7 @@ class Trainer:
             target = noise
             weight = snr.clamp(max=self.options.min_snr_gamma) / snr
         error = F.mse_loss(pred, target, reduction="none")
-        aux = self.imagery_map_loss(batch) if self.imagery_head is not None else 0.0
+        aux = self.imagery_map_loss(batch) if self.options.imagery_map_weight > 0 else 0.0
         if batch.knowledge is None:
             return (error.mean(dim=(1, 2, 3)) * weight).mean() + aux
         # Partial labels: the map is learned only where it is known (the loss is a mean over
@@ -294,21 +290,12 @@ class Trainer:
         excluded = self.exclusion_loss(x0, knowledge == NOT_LABELLED, batch.excluded_colours)
         return ((per_sample + excluded) * weight).mean() + aux
 
-    def _keep_imagery_features(self, module: object, inputs: object, output: torch.Tensor) -> None:
-        self._imagery_features = output
-
     def imagery_map_loss(self, batch: Batch) -> torch.Tensor:
-        """The auxiliary loss (`imagery_map_weight`) of the batch's last MFEncoder pass: the
-        head's map (upsampled to pixels) against the target where known, plus the exclusion
-        term where only the labelled classes are ruled out, as the diffusion loss."""
-        assert self.imagery_head is not None and self._imagery_features is not None
+        """The map head's loss (`imagery_map_weight`): its map against the target where known,
+        plus the exclusion term where only the labelled classes are ruled out, as the
+        diffusion loss."""
         target = batch.target.to(self.device)
-        drawn = F.interpolate(
-            self.imagery_head(self._imagery_features),
-            size=target.shape[-2:],
-            mode="bilinear",
-            align_corners=False,
-        )
+        drawn = self.components.mfencoder.draw_map(batch.imagery.to(self.device))
         error = (drawn - target).pow(2).mean(dim=1, keepdim=True)
         if batch.knowledge is None:
             per_sample = error.mean(dim=(1, 2, 3))
@@ -414,7 +401,6 @@ class Trainer:
             "rng": rng_state(self.rng),
             "latents_normalized": self.latents_normalized,
             "latent_stats": self.latent_stats,
-            "imagery_head": self.imagery_head and self.imagery_head.state_dict(),
         }
         c = self.components
         ema = self.ema_modules() if self.step > self.options.vae_steps else None
@@ -429,8 +415,6 @@ class Trainer:
         self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
         self.latents_normalized = bool(state["latents_normalized"])
         self.latent_stats = state.get("latent_stats", {})
-        if self.imagery_head is not None and state.get("imagery_head"):
-            self.imagery_head.load_state_dict(state["imagery_head"])
         restore_rng(state["rng"], self.rng)
         self._trim_log()
 

@@ -65,6 +65,14 @@ TRAIN_CONFIGS = ("demo", "tiny", "sd21")
     help="Weight of an auxiliary loss that draws the map from the imagery features alone "
     "(teaches the imagery branch to see roofs, roads and trees; 0: off).",
 )
+@click.option(
+    "--reference-dropout",
+    type=click.FloatRange(0, 1),
+    default=0.15,
+    show_default=True,
+    help="Share of samples trained without their reference, as the root zoom is generated "
+    "(with a map head: from the map it draws).",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint exactly.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=200, show_default=True)
@@ -84,6 +92,7 @@ def train(
     lr: float | None,
     cooldown: int,
     imagery_map_weight: float,
+    reference_dropout: float,
     out: Path | None,
     resume: bool,
     checkpoint_every: int,
@@ -126,6 +135,7 @@ def train(
 
     from model.configs import REGISTRY
     from model.train import Trainer, TrainOptions
+    from model.train_data import Augment
 
     if device == "cuda" and not torch.cuda.is_available():
         raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
@@ -147,6 +157,7 @@ def train(
         lr=REGISTRY[config].learning_rate if lr is None else lr,
         cooldown=cooldown,
         imagery_map_weight=imagery_map_weight,
+        augment=Augment(reference_dropout=reference_dropout),
         checkpoint_every=checkpoint_every,
         seed=seed,
         device=device,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -108,6 +110,27 @@ def test_reference_dropout_uses_the_learned_null(parts: configs.Components) -> N
     # The null input is a parameter: training can learn what "no reference" means.
     assert parts.mfencoder.no_reference.requires_grad is not None
     assert "no_reference" in dict(parts.mfencoder.named_parameters())
+
+
+@torch.no_grad()
+def test_a_map_head_draws_the_reference_of_samples_without_one(tmp_path: Path) -> None:
+    encoder = MFEncoder(stem_channels=8, channels=(8, 16), spade_hidden=8, spade_norm="group",
+                        out_channels=16, map_head=True).eval()  # fmt: skip
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    ref = torch.rand(2, 3, 64, 64) * 2 - 1
+    drawn = encoder.draw_map(x)
+    assert drawn.shape == x.shape
+    as_reference = encoder(x, drawn.clamp(-1, 1), torch.tensor([True, True]))
+    assert torch.allclose(encoder(x, None), as_reference, atol=1e-6)
+    mixed = encoder(x, ref, torch.tensor([False, True]))
+    assert torch.allclose(mixed[0], as_reference[0], atol=1e-6)
+    assert torch.allclose(mixed[1], encoder(x, ref)[1], atol=1e-6)
+    # Saved and loaded with its head; an encoder without one cannot draw.
+    encoder.save_pretrained(tmp_path)
+    loaded = MFEncoder.from_pretrained(tmp_path)
+    assert loaded.to_map is not None and torch.equal(loaded.draw_map(x), drawn)
+    with pytest.raises(ValueError, match="no map head"):
+        MFEncoder(stem_channels=8, channels=(8, 16), spade_hidden=8).draw_map(x)
 
 
 @torch.no_grad()

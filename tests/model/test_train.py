@@ -209,10 +209,11 @@ def test_not_labelled_pixels_are_pushed_away_from_the_labelled_colours(
 def test_the_imagery_map_loss_trains_the_imagery_branch_and_resumes(
     data: Path, tmp_path: Path
 ) -> None:
-    """With the auxiliary loss on, the imagery branch gets a gradient even when the UNet's
-    answer ignores it; its head is saved in the checkpoint and restored by a resume."""
+    """With the map head's loss on, the imagery branch gets a gradient even when the UNet's
+    answer ignores it; the head (added to the warm-started encoder) is saved and resumed."""
     aux = options(data, tmp_path / "aux", config="demo", imagery_map_weight=1.0, steps=1)
     trainer = Trainer(aux)
+    assert trainer.components.mfencoder.to_map is not None
     batch = trainer.data.batch(2, TILE, trainer.rng, Augment(imagery_jitter=0.0))
     unet = trainer.components.unet
     pred = torch.randn(2, unet.config.out_channels, TILE // 4, TILE // 4, requires_grad=True)
@@ -232,8 +233,9 @@ def test_the_imagery_map_loss_trains_the_imagery_branch_and_resumes(
     assert stem_gradient(plain) is None  # without it, nothing reaches the branch here
 
     trainer.run()
-    head = trainer.imagery_head
-    assert head is not None
+    head = trainer.components.mfencoder.to_map
     resumed = Trainer(replace(aux, steps=2), resume=True)
-    assert resumed.imagery_head is not None
-    assert torch.equal(resumed.imagery_head.weight, head.weight)
+    assert resumed.components.mfencoder.to_map is not None
+    assert torch.equal(resumed.components.mfencoder.to_map.weight, head.weight)
+    exported = Generator.load(str(tmp_path / "aux" / "export"))
+    assert exported.pipeline.mfencoder.to_map is not None
