@@ -64,11 +64,6 @@ class TrainOptions:
     # Pixels known to be none of the labelled classes (partial labels) are pushed at least this
     # far (RGB distance in [-1, 1] units) from those classes' colours; no colour is imposed.
     exclusion_margin: float = 0.25
-    # Every colour the maps are drawn with (0-255 RGB; the CLI passes the map style's). Given,
-    # such a pixel must also be nearer a colour of another class than any excluded colour, by
-    # the margin: the evaluator reads classes by nearest colour, and a colour merely 0.25 from
-    # the building colour can still be nearest to it (a building where none is).
-    map_colours: tuple[tuple[int, int, int], ...] = ()
     # Weight of the loss of the MFEncoder's map head (the map its imagery branch draws alone;
     # added to an encoder without one). The diffusion loss teaches the imagery branch only
     # through the UNet, and what it learns that way is thin (roof colour); this asks the branch
@@ -343,20 +338,13 @@ class Trainer:
         if colours is None or not bool(where.any()):
             return out
         margin = self.options.exclusion_margin
-        drawn_with = torch.tensor(self.options.map_colours, dtype=torch.float32).reshape(-1, 3)
-        drawn_with = drawn_with / 127.5 - 1.0
         for i, palette in enumerate(colours):
             mask = where[i, 0]
             if not palette.numel() or not bool(mask.any()):
                 continue
-            chosen = pixels[i][:, mask].T  # N x 3
-            dist = torch.cdist(chosen, palette.to(pixels.device)).min(dim=1).values
-            others = drawn_with[(torch.cdist(drawn_with, palette) > 1e-3).all(dim=1)]
-            if len(others):
-                nearest_other = torch.cdist(chosen, others.to(pixels.device)).min(dim=1).values
-                out[i] = F.relu(nearest_other - dist + margin).pow(2).mean()
-            else:
-                out[i] = F.relu(margin - dist).pow(2).mean()
+            chosen = pixels[i][:, mask]  # 3 x N
+            dist = torch.cdist(chosen.T, palette.to(pixels.device)).min(dim=1).values
+            out[i] = F.relu(margin - dist).pow(2).mean()
         return out
 
     def _diffusion_step(self) -> float:

@@ -136,7 +136,6 @@ def train(
     from model.configs import REGISTRY
     from model.train import Trainer, TrainOptions
     from model.train_data import Augment
-    from worker.world import CLASS_COLOURS
 
     if device == "cuda" and not torch.cuda.is_available():
         raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
@@ -159,7 +158,6 @@ def train(
         cooldown=cooldown,
         imagery_map_weight=imagery_map_weight,
         augment=Augment(reference_dropout=reference_dropout),
-        map_colours=tuple(c for colours in CLASS_COLOURS.values() for c in colours),
         checkpoint_every=checkpoint_every,
         seed=seed,
         device=device,
