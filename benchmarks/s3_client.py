@@ -62,9 +62,9 @@ def main() -> None:
                   client_options={"allow_http": True})  # fmt: skip
     for i in range(n):  # the objects every GET row reads
         s3.put_object(Bucket=args.bucket, Key=f"bench/get/{i}.png", Body=body)
-    for name in ("boto3", "obstore"):  # one warm-up request each: connections open
-        s3.get_object(Bucket=args.bucket, Key="bench/get/0.png")["Body"].read()
-        obstore.get(obs, "bench/get/0.png").bytes()
+    # One warm-up request each: connections open.
+    s3.get_object(Bucket=args.bucket, Key="bench/get/0.png")["Body"].read()
+    obstore.get(obs, "bench/get/0.png").bytes()
 
     report("boto3 GET", timed(n, lambda i: s3.get_object(
         Bucket=args.bucket, Key=f"bench/get/{i}.png")["Body"].read()))  # fmt: skip

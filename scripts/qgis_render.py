@@ -54,10 +54,10 @@ def serve(python: str, data_dir: Path, timeout: float = 180) -> Iterator[str]:
                 raise SystemExit(f"mapcascade serve exited with {proc.returncode}")
             if time.monotonic() > deadline:
                 raise SystemExit(f"mapcascade serve not ready after {timeout:.0f} s")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(base + "/ready", timeout=2) as r:
-                    if r.status == 200:
-                        break
+            ready = base + "/ready"
+            with contextlib.suppress(OSError), urllib.request.urlopen(ready, timeout=2) as r:
+                if r.status == 200:
+                    break
             time.sleep(0.5)
         yield base
     finally:
@@ -94,7 +94,8 @@ def render(caps_url: str, layer: str, matrix_set: str, extent: tuple[float, ...]
     try:
         # The data source URI QGIS's "Add WMS/WMTS Layer" dialog writes for a WMTS layer.
         uri = (f"contextualWMSLegend=0&crs=EPSG:3857&dpiMode=7&featureCount=10&format=image/png"
-               f"&layers={layer}&styles=default&tileMatrixSet={matrix_set}&url={caps_url}")  # fmt: skip
+               f"&layers={layer}&styles=default&tileMatrixSet={matrix_set}"
+               f"&url={caps_url}")  # fmt: skip
         wmts = QgsRasterLayer(uri, layer, "wms")
         if not wmts.isValid():
             raise SystemExit(f"QGIS could not add the WMTS layer: {wmts.error().summary()}")

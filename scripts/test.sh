@@ -13,7 +13,7 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$missing nginx
 if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
-.venv/bin/ruff check app worker model tests
-.venv/bin/ruff format --check app worker model tests
+.venv/bin/ruff check app worker model tests scripts benchmarks
+.venv/bin/ruff format --check app worker model tests scripts benchmarks
 .venv/bin/mypy  # app/, worker/ and model/ (pyproject.toml)
 exec .venv/bin/python -m pytest -q -rs "$@"  # -rs: every skipped test says why

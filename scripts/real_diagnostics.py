@@ -1,0 +1,89 @@
+"""Diagnostics of a generator on real imagery (issue 13; numbers in model/weights/demo/README.md).
+
+    python scripts/real_diagnostics.py head MODEL [SITE ...]
+        building IoU of the MFEncoder's map head alone (the map its imagery branch draws) on
+        every labelled tile of the held-out sites at z19-20, beside the colour rule
+    python scripts/real_diagnostics.py probe MODEL DATASET BLOCK
+        how much one 512 px block of a built data set changes when one input changes (the true
+        reference instead of none, flat grey instead of the imagery, another noise seed)
+
+MODEL is a generator folder or a config name; BLOCK a block name of DATASET/rs_512/.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import mercantile
+import numpy as np
+import torch
+from PIL import Image
+
+from model import BlockRequest, Generator, ScaleInfo, metrics
+from model.pipeline import image_to_tensor, tensor_to_image
+from worker.dataset import open_site
+from worker.evaluate import colour_rule, training_colour_counts
+from worker.world import CLASS_COLOURS, CLASSES
+from worker.world.labels import KNOWN, UNKNOWN
+
+
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    union = np.count_nonzero(pred | truth)
+    return np.count_nonzero(pred & truth) / union if union else float("nan")
+
+
+def head(model: str, sites: list[str]) -> None:
+    encoder = Generator.load(model).pipeline.mfencoder.eval()
+    building = CLASSES.index("building")
+    for name in sites or ["zanzibar", "banepa-south"]:
+        _, source, labels = open_site(name)
+        for z in (19, 20):
+            drawn, truth, rule = [], [], []
+            for t in mercantile.tiles(*labels.extent, zooms=[z]):
+                got = labels.tile(t.z, t.x, t.y)
+                imagery = source.read(t.z, t.x, t.y, 1, 1)
+                if got is None or imagery.empty:
+                    continue
+                with torch.no_grad():
+                    x = image_to_tensor(Image.fromarray(imagery.rgb))[None]
+                    rgb = np.asarray(tensor_to_image(encoder.draw_map(x)[0]))
+                valid = imagery.mask & (got[1] > UNKNOWN)
+                labelled = metrics.class_map(got[0], CLASS_COLOURS) == building
+                drawn.append((metrics.class_map(rgb, CLASS_COLOURS) == building)[valid])
+                truth.append(((got[1] == KNOWN) & labelled)[valid])
+                counts = training_colour_counts(z, "building")
+                rule.append(colour_rule(imagery.rgb, counts)[valid])
+            d, t_, r = (np.concatenate(a) for a in (drawn, truth, rule))
+            print(f"{name} z{z}: map head {iou(d, t_):.3f}, colour rule {iou(r, t_):.3f} "
+                  f"({len(drawn)} tiles)")  # fmt: skip
+
+
+def probe(model: str, dataset: str, block: str) -> None:
+    generator = Generator.load(model)
+    root = Path(dataset)
+    imagery = Image.open(root / "rs_512" / f"{block}.png").convert("RGB")
+    reference = Image.open(root / "ref_2_512" / f"{block}.png").convert("RGB")
+    zoom = int(block.split("_")[0]) + 1  # blocks are named by their parent tile
+
+    def draw(image: Image.Image, ref: Image.Image | None, seed: int) -> np.ndarray:
+        scale = ScaleInfo.with_span(zoom, lat=0.0, span=2 if ref else 0)
+        out = generator.generate([BlockRequest(image, ref, scale, seed)])[0]
+        return np.asarray(out, dtype=np.float64)
+
+    base = draw(imagery, None, 1)
+    grey = Image.new("RGB", imagery.size, (128, 128, 128))
+    for what, other in (("the true reference instead of none", draw(imagery, reference, 1)),
+                        ("flat grey instead of the imagery", draw(grey, None, 1)),
+                        ("another noise seed", draw(imagery, None, 2))):  # fmt: skip
+        print(f"{what}: mean absolute change {np.abs(base - other).mean():.1f} (0-255)")
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:] or ["help"]
+    if command == "head" and args:
+        head(args[0], args[1:])
+    elif command == "probe" and len(args) == 3:
+        probe(*args)
+    else:
+        sys.exit(__doc__)
