@@ -62,8 +62,9 @@ TRAIN_CONFIGS = ("demo", "tiny", "sd21")
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
-    help="Weight of an auxiliary loss that draws the map from the imagery features alone "
-    "(teaches the imagery branch to see roofs, roads and trees; 0: off).",
+    help="Weight of the loss of the MFEncoder's map head, the map its imagery branch draws "
+    "alone (added to an encoder without one; it is the reference of blocks that have none). "
+    "0: off.",
 )
 @click.option(
     "--reference-dropout",
