@@ -67,18 +67,19 @@ def main() -> None:
         server = ProfiledServer(config)
         base = f"http://127.0.0.1:{port}"
 
+        def wrk(seconds: float) -> subprocess.CompletedProcess[str]:
+            command = ["wrk", "-t1", f"-c{args.connections}", f"-d{seconds:g}s",
+                       "-s", str(tmp / "tiles.lua"), base]  # fmt: skip
+            env = {**os.environ, "TILE_PATHS": str(tmp / "paths.txt")}
+            return subprocess.run(command, capture_output=True, text=True, env=env)
+
         def load() -> None:
             while not server.started:
                 time.sleep(0.05)
             assert httpx.get(base + paths[0]).headers["x-cache"] == "HIT"
-            subprocess.run(["wrk", "-t1", f"-c{args.connections}", "-d2s", "-s",
-                            str(tmp / "tiles.lua"), base], capture_output=True,
-                           env={**os.environ, "TILE_PATHS": str(tmp / "paths.txt")})  # fmt: skip
+            wrk(2)  # warm-up, not profiled
             server.loop.call_soon_threadsafe(profiler.enable)  # the server's thread
-            wrk = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds:g}s",
-                   "-s", str(tmp / "tiles.lua"), base]  # fmt: skip
-            env = {**os.environ, "TILE_PATHS": str(tmp / "paths.txt")}
-            out = subprocess.run(wrk, capture_output=True, text=True, env=env)
+            out = wrk(args.seconds)
             server.loop.call_soon_threadsafe(profiler.disable)
             time.sleep(0.5)
             print(next(x for x in out.stdout.splitlines() if x.startswith("WRK_JSON")))
