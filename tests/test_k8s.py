@@ -193,10 +193,12 @@ def test_nginx_in_front_as_in_compose(objects: dict, compose: dict, kustomizatio
     rendered = mounts_of(objects, "Deployment", "api", "nginx-config")
     assert rendered[str(out.parent)] == ours[str(out.parent)] == ("emptyDir", "nginx-config")
     # The template where compose mounts deploy/nginx, the layers and settings of the API.
-    (template,) = generated(kustomization, "mapcascade-nginx-template")
+    # The config map replaces the folder: it must hold every template `nginx-config` reads.
+    templates = generated(kustomization, "mapcascade-nginx-template")
     (template_dir,) = [t for t, s in compose_mounts(their_render).items() if s == "./deploy/nginx"]
     assert rendered[template_dir] == ("configMap", "mapcascade-nginx-template")
-    assert (DEPLOY / template).parent.resolve() == (ROOT / "deploy" / "nginx").resolve()
+    wanted = set((ROOT / "deploy" / "nginx").glob("*.template"))
+    assert {(DEPLOY / t).resolve() for t in templates} == {t.resolve() for t in wanted}
     their_env = their_render["environment"]
     assert rendered[their_env["MAPCASCADE_LAYERS_FILE"]] == ("configMap", "mapcascade-layers")
     for name, value in their_env.items():
