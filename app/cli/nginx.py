@@ -20,6 +20,8 @@ TEMPLATE = DEPLOY / "mapcascade.conf.template"
 # The tile location, one per kind of store.
 FOLDER_LOCATION = DEPLOY / "tiles-from-folder.conf.template"
 S3_LOCATION = DEPLOY / "tiles-from-s3.conf.template"
+# The headers of a hit, the same in either location.
+HIT_HEADERS = DEPLOY / "tile-hit-headers.conf.template"
 # Kept-alive connections to the store: a hit costs one request, not a TCP (or TLS) handshake.
 S3_UPSTREAM = """
 upstream mapcascade_store {{
@@ -108,9 +110,14 @@ def render(
         folder = tiles_dir or store
         values |= {"store_upstream": "", "tiles_dir": str(folder.resolve())}
         location = FOLDER_LOCATION
-    # The location's first line says what it is, for the reader of the template only.
-    values["tile_location"] = fill(location, location.read_text().split("\n", 1)[1], values)
+    values["hit_headers"] = fill(HIT_HEADERS, part(HIT_HEADERS), values).rstrip("\n")
+    values["tile_location"] = fill(location, part(location), values)
     return fill(template, template.read_text(), values)
+
+
+def part(template: Path) -> str:
+    """A template filled into another: its first line says what it is, for its reader only."""
+    return template.read_text().split("\n", 1)[1]
 
 
 def fill(template: Path, text: str, values: dict[str, str]) -> str:
