@@ -45,6 +45,9 @@ class Layer(BaseModel):
     model: str = "tiny"
     reference_span: Literal[2, 4] = 4
     steps: int | None = None  # None: the model's own default
+    # Below 1 blocks start from their reference noised (SDEdit) and run that share of the
+    # steps, so the map keeps the cascade's layout; needs a model with a map head.
+    strength: Annotated[float, Field(gt=0, le=1)] = 1.0
     # Imagery and reference context drawn around each block and cut off after, so blocks
     # join without seams; a multiple of 32 px (the UNet's stride in pixels).
     context_margin: Annotated[int, Field(ge=0, le=256, multiple_of=32)] = 64
@@ -121,8 +124,12 @@ def banepa_layer() -> Layer:
         bounds=BANEPA_BOUNDS,
         root_zoom=17,
         max_zoom=20,
-        model="demo",  # one model for both layers: trained on synthetic and real imagery
+        model="demo",  # one model for both layers; the map head was trained on real imagery
         reference_span=2,
+        # Blocks start from their noised reference, the root from the map head's sketch
+        # (SDEdit): on real imagery the denoiser alone draws past the reference.
+        steps=4,
+        strength=0.5,
     )
 
 

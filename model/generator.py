@@ -62,7 +62,15 @@ class Generator:
         steps: int,
         scheduler: str = "ddpm",
         batch_invariant: bool | None = None,
+        strength: float = 1.0,
     ) -> None:
+        if not 0 < strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        if strength < 1 and pipeline.mfencoder.map_head is None:
+            raise ValueError(
+                f"strength {strength} needs a model with a map head: root blocks start from "
+                "its sketch of the imagery (mapcascade train --map-head-only)"
+            )
         if scheduler not in SCHEDULER_NAMES:
             raise ValueError(f"unknown scheduler {scheduler!r} ({', '.join(SCHEDULER_NAMES)})")
         if steps < 1:
@@ -72,6 +80,7 @@ class Generator:
         self.model_id = model_id
         self.steps = steps
         self.scheduler = scheduler
+        self.strength = strength
         # On CPU batching buys ~nothing, so default to bit-identical results whatever the
         # batch (regenerated blocks match their first rendering); on GPUs throughput wins and
         # batch mates may move a few pixels by one level.
@@ -88,6 +97,7 @@ class Generator:
         steps: int | None = None,
         scheduler: str | None = None,
         batch_invariant: bool | None = None,
+        strength: float = 1.0,
     ) -> Generator:
         pipeline = MapPipeline(**components.modules(), prediction_type=components.prediction_type)
         model_id = model_id_of(components.name, pipeline.modules())
@@ -100,6 +110,7 @@ class Generator:
             steps or components.steps,
             scheduler or components.scheduler,
             batch_invariant,
+            strength,
         )
 
     @classmethod
@@ -112,6 +123,7 @@ class Generator:
         *,
         scheduler: str | None = None,
         batch_invariant: bool | None = None,
+        strength: float = 1.0,
     ) -> Generator:
         """Load a configuration of `configs.REGISTRY` ("demo", "tiny", "sd21") or a checkpoint
         folder written by save_pretrained."""
@@ -125,7 +137,9 @@ class Generator:
                 f"{name_or_path!r} is neither a configuration "
                 f"({', '.join(configs.CONFIG_NAMES)}) nor a checkpoint folder"
             )
-        return cls.from_components(components, device, dtype, steps, scheduler, batch_invariant)
+        return cls.from_components(
+            components, device, dtype, steps, scheduler, batch_invariant, strength
+        )
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write a checkpoint folder; Generator.load(directory) gives identical outputs."""
@@ -149,6 +163,7 @@ class Generator:
             steps=self.steps,
             scheduler=self.scheduler,
             batch_invariant=self.batch_invariant,
+            strength=self.strength,
         )
         return [
             frame.crop((r.margin, r.margin, r.margin + BLOCK_SIZE, r.margin + BLOCK_SIZE))

@@ -6,10 +6,9 @@ computed from [reference ⊕ imagery] features; a 1x1 conv merges both branches.
 gives a 64x64 map, the SD latent grid. Layout follows the official SCGM `MapDualSpadeRefEncoder`
 (stem 3->32, LeakyReLU(0.1), pixel-unshuffle downsampling, SPADE hidden width 128).
 When a sample has no reference (root zoom, or reference dropout in training) the reference
-stem output is replaced by a learned per-channel "no reference" embedding, or, in an encoder
-with a map head, by the map its imagery branch draws alone (1x1 conv of the last imagery
-stage, trained by `mapcascade train --imagery-map-weight`): the root zoom of a cascade then
-starts from a coarse map of its own imagery rather than from nothing.
+stem output is replaced by a learned per-channel "no reference" embedding.
+An encoder may carry a map head (`MapHead` below, its own imagery branch, not used here),
+saved with it.
 """
 
 from __future__ import annotations
@@ -77,6 +76,53 @@ def _stage(c_in: int, c_out: int, residual: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class MapHead(nn.Module):
+    """A map drawn from the imagery alone: imagery in [-1, 1], B x 3 x H x W -> map colours,
+    B x 3 x H x W (not clamped: a loss on it keeps its gradient).
+
+    The root zoom has no coarser map to refine, so a sampler with strength < 1 (SDEdit,
+    `model.pipeline`) starts its root blocks from this sketch. It has its own imagery branch,
+    trained by its own loss only (`mapcascade train --map-head-only`): sharing the MFEncoder's
+    branch, its loss pulled the features the denoiser reads, and the synthetic world's maps got
+    worse. Residual stages each halve the resolution and a feature pyramid is summed at full
+    resolution: a roof is recognised from tens of pixels of context, its edge drawn per pixel.
+    """
+
+    def __init__(self, channels: tuple[int, ...], in_channels: int = 3, width: int = 32) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, channels[0], 3, padding=1), nn.LeakyReLU(0.1)
+        )
+        self.stages = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding=1, stride=2),
+                nn.LeakyReLU(0.1),
+                ResBlock(c_out),
+            )
+            for c_in, c_out in zip(channels, channels[1:], strict=False)
+        )
+        self.laterals = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
+        self.to_map = nn.Sequential(nn.LeakyReLU(0.1), nn.Conv2d(width, in_channels, 1))
+
+    @property
+    def downscale(self) -> int:
+        return 2 ** len(self.stages)
+
+    def forward(self, imagery: torch.Tensor) -> torch.Tensor:
+        size = tuple(imagery.shape[-2:])
+        if size[0] % self.downscale or size[1] % self.downscale:
+            raise ValueError(f"imagery size {size} not divisible by {self.downscale}")
+        features = [self.stem(imagery)]
+        for stage in self.stages:
+            features.append(stage(features[-1]))
+        pyramid = self.laterals[0](features[0])
+        for lateral, feature in zip(self.laterals[1:], features[1:], strict=True):
+            pyramid = pyramid + nn.functional.interpolate(
+                lateral(feature), size=size, mode="bilinear", align_corners=False
+            )
+        return self.to_map(pyramid)
+
+
 class MFEncoder(ModelMixin, ConfigMixin):
     """(imagery, reference) in [-1, 1], Bx3xHxW -> B x out_channels x H/8 x W/8."""
 
@@ -89,7 +135,7 @@ class MFEncoder(ModelMixin, ConfigMixin):
         spade_hidden: int = 128,
         spade_norm: str = "batch",
         out_channels: int = 384,
-        map_head: bool = False,
+        map_head_channels: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         channels = tuple(channels)
@@ -110,17 +156,17 @@ class MFEncoder(ModelMixin, ConfigMixin):
         )
         self.fusions = nn.ModuleList(Spade(c, 2 * c, spade_hidden, spade_norm) for c in channels)
         self.merge = nn.Conv2d(2 * channels[-1], out_channels, 1, bias=False)
-        # Not named map_head: diffusers resolves config keys before submodules.
-        self.to_map: nn.Conv2d | None = None
-        if map_head:
-            self.add_map_head()
+        self.map_head: MapHead | None = None
+        if map_head_channels is not None:
+            self.add_map_head(tuple(map_head_channels))
 
-    def add_map_head(self) -> None:
+    def add_map_head(self, channels: tuple[int, ...]) -> None:
         """Give the encoder a map head (fresh weights): a warm start of a model without one."""
-        self.to_map = nn.Conv2d(self.config.channels[-1], self.config.in_channels, 1)
+        self.map_head = MapHead(channels, self.config.in_channels)
         # Off diffusers' list of defaulted keys too, or from_config would rebuild it headless.
-        defaulted = [k for k in self.config.get("_use_default_values", []) if k != "map_head"]
-        self.register_to_config(map_head=True, _use_default_values=defaulted)
+        key = "map_head_channels"
+        defaulted = [k for k in self.config.get("_use_default_values", []) if k != key]
+        self.register_to_config(map_head_channels=list(channels), _use_default_values=defaulted)
 
     @property
     def downscale(self) -> int:
@@ -140,14 +186,6 @@ class MFEncoder(ModelMixin, ConfigMixin):
         missing = torch.ones(imagery.shape[0], dtype=torch.bool, device=imagery.device)
         if reference is not None:
             missing = torch.zeros_like(missing) if has_reference is None else ~has_reference
-        if self.to_map is not None and bool(missing.any()):
-            # The drawn map stands in for the missing reference; it is what the map head
-            # learns by its own loss, not what the denoiser's loss would make of it.
-            drawn = self._draw(stages[-1], imagery.shape[-2:]).clamp(-1.0, 1.0).detach()
-            reference = drawn if reference is None else torch.where(
-                missing.to(reference.device)[:, None, None, None], drawn, reference
-            )  # fmt: skip
-            missing = torch.zeros_like(missing)
         img = stages[0]
         null = self.no_reference.to(img.dtype)[None, :, None, None].expand_as(img)
         ref = null if reference is None else self.reference_stem(reference)
@@ -167,13 +205,7 @@ class MFEncoder(ModelMixin, ConfigMixin):
         return out
 
     def draw_map(self, imagery: torch.Tensor) -> torch.Tensor:
-        """The map the imagery branch sees alone, B x 3 x H x W (colours in [-1, 1], not clamped:
-        a loss on it keeps its gradient); needs a map head."""
-        return self._draw(self.imagery_features(imagery)[-1], imagery.shape[-2:])
-
-    def _draw(self, features: torch.Tensor, size: torch.Size) -> torch.Tensor:
-        if self.to_map is None:
+        """The map head's sketch of the imagery, B x 3 x H x W (colours in [-1, 1], not clamped)."""
+        if self.map_head is None:
             raise ValueError("this MFEncoder has no map head")
-        return nn.functional.interpolate(
-            self.to_map(features), size=tuple(size), mode="bilinear", align_corners=False
-        )
+        return self.map_head(imagery)

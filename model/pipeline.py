@@ -19,7 +19,7 @@ from diffusers import UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
-from model.codec import Codec, decode_latents, latent_factor
+from model.codec import Codec, decode_latents, encode_latents, latent_factor
 from model.configs import COMPONENTS
 from model.injection import inject_features
 from model.mfencoder import MFEncoder
@@ -155,21 +155,55 @@ class MapPipeline:
         steps: int,
         scheduler: str = "ddpm",
         batch_invariant: bool = False,
+        strength: float = 1.0,
     ) -> list[Image.Image]:
         """batch_invariant: run samples one by one, so results are bit-identical whatever the
         batch. Batched kernels (gemm vs gemv, conv algorithms) round differently per batch size,
-        which moves a few pixels by one level; the random draws are per sample either way."""
+        which moves a few pixels by one level; the random draws are per sample either way.
+
+        strength < 1 (SDEdit, Meng et al. 2022; diffusers' img2img `strength`): run only the
+        last round(steps * strength) steps of the schedule, starting from the block's reference
+        noised to that level, or for a root block from the map head's sketch of its imagery.
+        The map then keeps the reference's layout. At strength 1 the reference only conditions
+        the denoiser, and a model whose denoiser reads the imagery more than the reference
+        (the demo model on real imagery at z19-20) draws past it."""
         if not requests:
             return []
         if batch_invariant and len(requests) > 1:
-            return [self([r], steps, scheduler)[0] for r in requests]
+            return [self([r], steps, scheduler, strength=strength)[0] for r in requests]
+        if not 0 < strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
         generators = [sample_generator(r.noise_seed) for r in requests]
         conditions = self.encode_conditions(requests)
         noise_scheduler = make_scheduler(scheduler, steps, self.prediction_type)
         height, width = requests[0].imagery.size[::-1]
-        latents = self.prepare_latents(requests, generators, height, width, noise_scheduler)
-        latents = self.denoise(latents, conditions, noise_scheduler, generators)
+        noise = self.prepare_latents(requests, generators, height, width)
+        timesteps = noise_scheduler.timesteps
+        if strength == 1:
+            latents = noise * noise_scheduler.init_noise_sigma
+        else:
+            begin = len(timesteps) - max(1, round(len(timesteps) * strength))
+            timesteps = timesteps[begin:]
+            if hasattr(noise_scheduler, "set_begin_index"):  # schedulers that count their steps
+                noise_scheduler.set_begin_index(begin)
+            start = encode_latents(self.vae, self.start_maps(requests))
+            latents = noise_scheduler.add_noise(
+                start.float(), noise, timesteps[:1].repeat(len(requests))
+            )
+        latents = self.denoise(latents, conditions, noise_scheduler, generators, timesteps)
         return self.decode(latents)
+
+    def start_maps(self, requests: Sequence[BlockRequest]) -> torch.Tensor:
+        """Where strength < 1 starts: each block's reference, or the map head's sketch of its
+        imagery where it has none (B x 3 x H x W in [-1, 1], on the device)."""
+        out = []
+        for r in requests:
+            if r.reference is not None:
+                out.append(image_to_tensor(r.reference).to(self.device, self.dtype))
+                continue
+            imagery = image_to_tensor(r.imagery)[None].to(self.device, self.dtype)
+            out.append(self.mfencoder.draw_map(imagery)[0].clamp(-1, 1))
+        return torch.stack(out)
 
     def encode_conditions(self, requests: Sequence[BlockRequest]) -> Conditions:
         sizes = {r.imagery.size for r in requests}
@@ -205,8 +239,8 @@ class MapPipeline:
         generators: Sequence[torch.Generator],
         height: int,
         width: int,
-        scheduler: SchedulerMixin,
     ) -> torch.Tensor:
+        """Each block's starting noise (unit variance; schedulers scale it by their sigma)."""
         factor = self.vae_scale_factor
         if height % factor or width % factor:
             raise ValueError(f"block size {width}x{height} is not a multiple of {factor}")
@@ -218,7 +252,7 @@ class MapPipeline:
             return anchored_noise(r.noise_seed, r.scale.zoom, r.origin, shape[1:], factor)
 
         draws = [noise(r, g) for r, g in zip(requests, generators, strict=True)]
-        return torch.cat(draws).to(self.device) * scheduler.init_noise_sigma
+        return torch.cat(draws).to(self.device)
 
     def denoise(
         self,
@@ -226,11 +260,12 @@ class MapPipeline:
         conditions: Conditions,
         scheduler: SchedulerMixin,
         generators: Sequence[torch.Generator],
+        timesteps: Sequence[torch.Tensor] | torch.Tensor,
     ) -> torch.Tensor:
         # A list of generators makes diffusers draw step noise per sample (shape 1 x ...).
         step_generator = list(generators) if len(generators) > 1 else generators[0]
         with inject_features(self.unet, conditions.features):
-            for t in scheduler.timesteps:
+            for t in timesteps:
                 model_input = scheduler.scale_model_input(latents, t).to(self.dtype)
                 model_output = self.unet(
                     model_input, t, encoder_hidden_states=conditions.context

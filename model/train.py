@@ -64,11 +64,12 @@ class TrainOptions:
     # Pixels known to be none of the labelled classes (partial labels) are pushed at least this
     # far (RGB distance in [-1, 1] units) from those classes' colours; no colour is imposed.
     exclusion_margin: float = 0.25
-    # Weight of the loss of the MFEncoder's map head (the map its imagery branch draws alone;
-    # added to an encoder without one). The diffusion loss teaches the imagery branch only
-    # through the UNet, and what it learns that way is thin (roof colour); this asks the branch
-    # to see the map itself, and the drawn map is the reference of blocks without one. 0: off.
+    # Weight of the loss of the MFEncoder's map head (`MapHead`: the map drawn from the imagery
+    # alone, where root blocks start; added to an encoder without one, of map_head_channels).
+    # 0: off. map_head_only trains the head alone: no UNet pass, so many cheap steps.
     imagery_map_weight: float = 0.0
+    map_head_only: bool = False
+    map_head_channels: tuple[int, ...] = (16, 32, 64, 128, 128)
     ema_decay: float = 0.999
     kl_weight: float = 1e-6
     checkpoint_every: int = 200
@@ -146,10 +147,15 @@ class Trainer:
         self.modules = self.components.modules()
         for module in self.modules.values():
             module.to(self.device).train().requires_grad_(False)
-        if options.imagery_map_weight > 0 and self.components.mfencoder.to_map is None:
-            self.components.mfencoder.add_map_head()
+        if options.map_head_only and options.imagery_map_weight <= 0:
+            raise ValueError("training the map head alone needs imagery_map_weight > 0")
+        if options.imagery_map_weight > 0 and self.components.mfencoder.map_head is None:
+            self.components.mfencoder.add_map_head(options.map_head_channels)
             self.components.mfencoder.to(self.device)
         params = trainable_parameters(options.config, self.components)
+        if options.map_head_only:
+            assert self.components.mfencoder.map_head is not None
+            params = list(self.components.mfencoder.map_head.parameters())
         for p in params:
             p.requires_grad_(True)
         self.vae_optimizer: torch.optim.AdamW | None = None
@@ -350,7 +356,7 @@ class Trainer:
     def _diffusion_step(self) -> float:
         o = self.options
         batch = self.data.batch(o.batch_size, o.crop, self.rng, o.augment)
-        loss = self.diffusion_loss(batch)
+        loss = self.imagery_map_loss(batch) if o.map_head_only else self.diffusion_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]

@@ -1,7 +1,7 @@
 """Diagnostics of a generator on real imagery (issue 13; numbers in model/weights/demo/README.md).
 
     python scripts/real_diagnostics.py head MODEL [SITE ...]
-        building IoU of the MFEncoder's map head alone (the map its imagery branch draws) on
+        building IoU of the MFEncoder's map head alone (its sketch of the imagery) on
         every labelled tile of the held-out sites at z19-20, beside the colour rule
     python scripts/real_diagnostics.py probe MODEL DATASET BLOCK
         how much one 512 px block of a built data set changes when one input changes (the true

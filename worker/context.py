@@ -23,20 +23,21 @@ class WorkerContext:
         self.settings = settings
         self.store = open_store(settings)
         self.redis = Redis.from_url(settings.redis_url)
-        self._generators: dict[tuple[str, int | None], Generator] = {}
+        self._generators: dict[tuple[str, int | None, float], Generator] = {}
         self._sources: dict[str, ImagerySource] = {}
 
     def layer(self, name: str) -> Layer:
         return self.settings.layers[name]
 
     def generator(self, layer: Layer) -> Generator:
-        key = (layer.model, layer.steps)
+        key = (layer.model, layer.steps, layer.strength)
         if key not in self._generators:
             s = self.settings
             log.info("loading model %s on %s (%s)", layer.model, s.device, s.dtype)
             self._generators[key] = Generator.load(
-                model_location(layer.model, s), device=s.device, dtype=s.dtype, steps=layer.steps
-            )
+                model_location(layer.model, s), device=s.device, dtype=s.dtype,
+                steps=layer.steps, strength=layer.strength,
+            )  # fmt: skip
         return self._generators[key]
 
     def source(self, layer: Layer) -> ImagerySource:

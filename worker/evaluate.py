@@ -46,6 +46,7 @@ class EvalSpec:
     bbox: tuple[float, float, float, float] | None = None  # cuts the area (never widens it)
     reference_span: int = 2  # as the demo layer (app.settings.demo_layer)
     steps: int | None = None
+    strength: float = 1.0
     context_margin: int = 64
 
 
@@ -412,7 +413,7 @@ def load_model(spec: EvalSpec) -> Generator:
     root = area_or_site(spec.area).root_zoom
     if spec.zooms.start < root:
         raise ValueError(f"{spec.area} starts at root zoom {root}; cannot evaluate {spec.zooms}")
-    return Generator.load(spec.model, steps=spec.steps)
+    return Generator.load(spec.model, steps=spec.steps, strength=spec.strength)
 
 
 def evaluate(
@@ -435,6 +436,7 @@ def evaluate(
         "reference_span": spec.reference_span,
         "context_margin": spec.context_margin,
         "steps": generator.steps,
+        "strength": generator.strength,
         "blocks_generated": len(c.block_seconds),
         "seconds_per_block_median": statistics.median(c.block_seconds) if c.block_seconds else None,
         "floors": FLOORS_PARTIAL if target.partial else FLOORS,

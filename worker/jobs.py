@@ -69,6 +69,7 @@ def render(ctx: WorkerContext, block: Block) -> dict:
         "model": generator.model_id,
         "seed": block.noise_seed(generator.model_id),
         "steps": generator.steps,
+        "strength": generator.strength,
         "context_margin": layer.context_margin,
         "overzoom": drawn.imagery.overzoom,
         "nodata": drawn.request is None,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from app.cli.params import parse_bbox, zoom_range
+from app.cli.params import parse_bbox, strength_option, zoom_range
 from app.settings import demo_layer
 
 DEMO = demo_layer()  # eval scores the cascade as the demo layer serves it
@@ -30,6 +30,7 @@ DEMO = demo_layer()  # eval scores the cascade as the demo layer serves it
 @click.option(
     "--steps", type=click.IntRange(min=1), help="Sampling steps (default: the model's own)."
 )
+@strength_option
 @click.option(
     "--reference-span",
     type=click.Choice(["2", "4"]),
@@ -46,7 +47,7 @@ DEMO = demo_layer()  # eval scores the cascade as the demo layer serves it
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def evaluate(model: str, area: str, zooms: str | None, bbox: str | None, steps: int | None,
-             reference_span: str, margin: int, out: Path) -> None:  # fmt: skip
+             strength: float, reference_span: str, margin: int, out: Path) -> None:  # fmt: skip
     """Write OUT/report.json and OUT/mosaic_z*.png (imagery | generated | truth)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -65,7 +66,7 @@ def evaluate(model: str, area: str, zooms: str | None, bbox: str | None, steps: 
     if split == "train":
         click.echo(f"warning: {area} is training data; scores will flatter the model", err=True)
     spec = EvalSpec(out=out, model=model, area=area, zooms=zoom_range(zooms),
-                    bbox=parse_bbox(bbox) if bbox else None, steps=steps,
+                    bbox=parse_bbox(bbox) if bbox else None, steps=steps, strength=strength,
                     reference_span=int(reference_span), context_margin=margin)  # fmt: skip
     try:
         generator = load_model(spec)

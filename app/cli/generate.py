@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from app.cli.params import strength_option
 from app.store import write_atomic
 from app.tiles import TILE_SIZE
 
@@ -78,6 +79,7 @@ def _write_png(image: Image.Image, out: Path) -> None:
     help="tiny | sd21 | demo | a checkpoint folder.",
 )
 @click.option("--steps", type=click.IntRange(min=1), help="Denoising steps (model default).")
+@strength_option
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
 @click.option(
@@ -94,6 +96,7 @@ def generate(
     span: str | None,
     config: str,
     steps: int | None,
+    strength: float,
     seed: int,
     device: str,
     dtype: str,
@@ -131,7 +134,9 @@ def generate(
 
     started = time.perf_counter()
     try:
-        generator = Generator.load(config, device=device, dtype=dtype, steps=steps)
+        generator = Generator.load(
+            config, device=device, dtype=dtype, steps=steps, strength=strength
+        )
     except (ValueError, FileNotFoundError) as e:
         raise click.BadParameter(str(e), param_hint="--config") from e
     (result,) = generator.generate([BlockRequest(image, ref_image, scale, seed)])

@@ -1,10 +1,20 @@
-"""The command line's shared parameters: one parser each for a bbox and a zoom range."""
+"""The command line's shared parameters: one parser each for a bbox and a zoom range, and the
+sampling strength option of the commands that generate."""
 
 from __future__ import annotations
 
 import click
 
 Bbox = tuple[float, float, float, float]
+
+strength_option = click.option(
+    "--strength",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Share of the steps run from each block's noised reference (the map head's sketch "
+    "where there is none); 1 starts from pure noise. Below 1 needs a model with a map head.",
+)
 
 
 def parse_bbox(text: str) -> Bbox:

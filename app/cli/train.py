@@ -62,17 +62,22 @@ TRAIN_CONFIGS = ("demo", "tiny", "sd21")
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
-    help="Weight of the loss of the MFEncoder's map head, the map its imagery branch draws "
-    "alone (added to an encoder without one; it is the reference of blocks that have none). "
-    "0: off.",
+    help="Weight of the loss of the MFEncoder's map head, a map drawn from the imagery alone "
+    "(added to an encoder without one; root blocks start from it when sampling with strength "
+    "< 1). 0: off.",
+)
+@click.option(
+    "--map-head-only",
+    is_flag=True,
+    help="Train the map head alone (needs --imagery-map-weight > 0): no UNet pass, fast; the "
+    "rest of the model is kept as it is.",
 )
 @click.option(
     "--reference-dropout",
     type=click.FloatRange(0, 1),
     default=0.15,
     show_default=True,
-    help="Share of samples trained without their reference, as the root zoom is generated "
-    "(with a map head: from the map it draws).",
+    help="Share of samples trained without their reference, as the root zoom is generated.",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint exactly.")
@@ -93,6 +98,7 @@ def train(
     lr: float | None,
     cooldown: int,
     imagery_map_weight: float,
+    map_head_only: bool,
     reference_dropout: float,
     out: Path | None,
     resume: bool,
@@ -116,6 +122,11 @@ def train(
             raise click.BadParameter(
                 f"{folder} does not exist or is not a folder", param_hint="--data"
             )
+    if map_head_only and imagery_map_weight <= 0:
+        raise click.BadParameter(
+            "training the map head alone needs --imagery-map-weight > 0",
+            param_hint="--map-head-only",
+        )
     if init is not None and resume:
         raise click.BadParameter("--init starts a run; --resume continues one", param_hint="--init")
     if init is not None and init != "demo" and not (Path(init) / "generator.json").is_file():
@@ -158,6 +169,7 @@ def train(
         lr=REGISTRY[config].learning_rate if lr is None else lr,
         cooldown=cooldown,
         imagery_map_weight=imagery_map_weight,
+        map_head_only=map_head_only,
         augment=Augment(reference_dropout=reference_dropout),
         checkpoint_every=checkpoint_every,
         seed=seed,

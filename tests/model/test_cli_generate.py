@@ -105,4 +105,9 @@ def test_span_without_reference_and_missing_demo_are_usage_errors(
     _assert_usage_error(code, output, "--span needs --reference")
     code, output = run("--imagery", block_png, "--zoom", "18", "--config", "nope", "--out", "o.png")
     _assert_usage_error(code, output, "neither a configuration")
+    code, output = run("--imagery", block_png, "--zoom", "18", "--config", "tiny",
+                       "--strength", "0.5", "--out", "o.png")  # fmt: skip
+    _assert_usage_error(code, output, "needs a model with a map head")
+    code, output = run("--imagery", block_png, "--zoom", "18", "--strength", "2", "--out", "o.png")
+    _assert_usage_error(code, output, "0<x<=1")
     assert not (tmp_path / "o.png").exists()

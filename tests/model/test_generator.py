@@ -13,9 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from model import BlockRequest, Generator, ScaleInfo
-from model.pipeline import anchored_noise, sample_generator
-from model.schedulers import make_scheduler
+from model import BlockRequest, Generator, ScaleInfo, configs
+from model.pipeline import anchored_noise, sample_generator, tensor_to_image
 from tests.model.helpers import noise_image, pixels
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,11 +79,10 @@ def test_batched_kernels_keep_per_sample_noise(tiny: Generator, imagery, referen
         diff = np.abs(pixels(b) - pixels(s))
         assert diff.max() <= 2 and (diff == 0).mean() > 0.99
     # Initial latents are bit-identical per sample, whatever the batch.
-    sched = make_scheduler(scheduler, 3)
     gens = [sample_generator(r.noise_seed) for r in requests]
-    all_latents = pipe.prepare_latents(requests, gens, 512, 512, sched)
+    all_latents = pipe.prepare_latents(requests, gens, 512, 512)
     for i, r in enumerate(requests):
-        one = pipe.prepare_latents([r], [sample_generator(r.noise_seed)], 512, 512, sched)
+        one = pipe.prepare_latents([r], [sample_generator(r.noise_seed)], 512, 512)
         assert torch.equal(all_latents[i : i + 1], one)
 
 
@@ -192,3 +190,68 @@ def test_frame_size_and_margin_are_checked(tiny: Generator, request_z18) -> None
         tiny.generate([framed, request_z18])
     with pytest.raises(ValueError, match="one margin"):
         tiny.generate([dataclasses.replace(request_z18, margin=-1)])
+
+
+@pytest.fixture(scope="module")
+def headed() -> Generator:
+    """The demo architecture (lossless codec: a start map's latents decode to it exactly),
+    random weights, with a map head."""
+    components = configs.build_demo(seed=3)
+    components.mfencoder.add_map_head((8, 16))
+    return Generator.from_components(components, steps=50, scheduler="ddim")
+
+
+def root_of(request: BlockRequest) -> BlockRequest:
+    scale = ScaleInfo.with_span(request.scale.zoom, request.scale.lat, 0)
+    return dataclasses.replace(request, reference=None, scale=scale)
+
+
+def mean_abs(a: Image.Image, b: Image.Image) -> float:
+    return float(np.abs(pixels(a) - pixels(b)).mean())
+
+
+def test_a_low_strength_keeps_the_reference_and_the_root_keeps_the_heads_sketch(
+    headed: Generator, request_z18: BlockRequest
+) -> None:
+    """strength < 1 starts from the noised reference (or, at the root, the map head's sketch)
+    and runs only the last steps: with 1 of 50 (t = 19) the map is nearly its start; at
+    strength 1 the random model's map owes the reference nothing."""
+    pipe, seen = headed.pipeline, []
+    hook = pipe.unet.register_forward_hook(lambda module, args, out: seen.append(args[1]))
+    try:
+        kept = pipe([request_z18], steps=50, scheduler="ddim", strength=0.02)[0]
+        assert [int(t) for t in seen] == [19]
+        free = pipe([request_z18], steps=2, scheduler="ddim")[0]
+    finally:
+        hook.remove()
+    assert len(seen) == 3
+    assert mean_abs(kept, request_z18.reference) < 8 < mean_abs(free, request_z18.reference)
+    root = root_of(request_z18)
+    sketch = tensor_to_image(pipe.start_maps([root])[0])
+    assert mean_abs(pipe([root], steps=50, scheduler="ddim", strength=0.02)[0], sketch) < 8
+    for other in ("ddpm", "dpm++", "euler"):  # their own step counting and noise scales
+        near = pipe([request_z18], steps=50, scheduler=other, strength=0.02)[0]
+        assert mean_abs(near, request_z18.reference) < 8, other
+    with pytest.raises(ValueError, match=r"strength must be in \(0, 1\]"):
+        pipe([root], steps=2, strength=0.0)
+
+
+def test_strength_1_ignores_the_map_head_and_below_1_needs_one(
+    headed: Generator, request_z18: BlockRequest
+) -> None:
+    """A layer at strength 1 draws the same maps whether its model has a map head or not (the
+    shipped demo layer's maps did not change when the head was added)."""
+    components = configs.build_demo(seed=3)
+    plain = Generator.from_components(components, steps=2, scheduler="ddim")
+    with_head = Generator.from_components(
+        dataclasses.replace(components, mfencoder=headed.pipeline.mfencoder),
+        steps=2,
+        scheduler="ddim",
+    )
+    for request in (request_z18, root_of(request_z18)):
+        (a,), (b,) = plain.generate([request]), with_head.generate([request])
+        assert np.array_equal(pixels(a), pixels(b))
+    with pytest.raises(ValueError, match="needs a model with a map head"):
+        Generator.from_components(components, strength=0.5)
+    with pytest.raises(ValueError, match=r"strength must be in \(0, 1\]"):
+        Generator.from_components(components, strength=1.5)

@@ -27,6 +27,7 @@ from app.cli import main
         (["--data", "{tmp}", "--imagery-map-weight", "-0.5"], "x>=0"),
         (["--data", "{tmp}", "--imagery-map-weight", "lots"], "'lots' is not a valid float"),
         (["--data", "{tmp}", "--reference-dropout", "1.5"], "0<=x<=1"),
+        (["--data", "{tmp}", "--map-head-only"], "needs --imagery-map-weight > 0"),
         (["--data", "{tmp}", "--steps", "10", "--cooldown", "11"], "more than the 10 diffusion"),
         ([], "Missing option '--data'"),
     ],

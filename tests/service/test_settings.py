@@ -1,4 +1,4 @@
-"""Layer settings: the context margin a layer draws around each block."""
+"""Layer settings: the context margin a layer draws around each block, its sampling strength."""
 
 from __future__ import annotations
 
@@ -28,3 +28,14 @@ def test_other_margins_are_refused_with_the_reason(margin: int, message: str) ->
 
 def test_the_demo_layer_draws_64_px_of_context() -> None:
     assert demo_layer().context_margin == 64
+
+
+@pytest.mark.parametrize(
+    ("strength", "message"),
+    [(0, "greater than 0"), (-0.5, "greater than 0"), (1.5, "less than or equal to 1"),
+     ("half", "valid number")],
+)  # fmt: skip
+def test_strengths_outside_0_to_1_are_refused(strength: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        layer(strength=strength)
+    assert layer(strength=0.5).strength == 0.5 and demo_layer().strength == 1.0

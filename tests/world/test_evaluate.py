@@ -64,6 +64,9 @@ def test_eval_scores_a_held_out_real_site_on_its_labelled_class(tmp_path: Path) 
     ("args", "message"),
     [
         (["--steps", "0"], "x>=1"),
+        (["--strength", "0"], "0<x<=1"),
+        (["--strength", "1.01"], "0<x<=1"),
+        (["--strength", "0.5"], "needs a model with a map head"),
         (["--zooms", "18-14"], "the first zoom must not exceed the second"),
         (["--zooms", "a-b"], "is not a zoom (15) or a zoom range"),
         (["--zooms", "12-14"], "root zoom 14"),
