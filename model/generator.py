@@ -141,6 +141,11 @@ class Generator:
             components, device, dtype, steps, scheduler, batch_invariant, strength
         )
 
+    def with_sampling(self, steps: int | None = None, strength: float = 1.0) -> Generator:
+        """This loaded model with other sampling settings: no second copy of its weights."""
+        return Generator(self.pipeline, self.name, self.model_id, steps or self.steps,
+                         self.scheduler, self.batch_invariant, strength)  # fmt: skip
+
     def save_pretrained(self, directory: str | Path) -> None:
         """Write a checkpoint folder; Generator.load(directory) gives identical outputs."""
         write_checkpoint(

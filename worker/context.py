@@ -23,22 +23,22 @@ class WorkerContext:
         self.settings = settings
         self.store = open_store(settings)
         self.redis = Redis.from_url(settings.redis_url)
-        self._generators: dict[tuple[str, int | None, float], Generator] = {}
+        self._models: dict[str, Generator] = {}  # loaded once per model, whatever the layers
         self._sources: dict[str, ImagerySource] = {}
 
     def layer(self, name: str) -> Layer:
         return self.settings.layers[name]
 
     def generator(self, layer: Layer) -> Generator:
-        key = (layer.model, layer.steps, layer.strength)
-        if key not in self._generators:
+        """The layer's model with the layer's sampling settings; layers that share a model
+        share its one loaded copy."""
+        if layer.model not in self._models:
             s = self.settings
             log.info("loading model %s on %s (%s)", layer.model, s.device, s.dtype)
-            self._generators[key] = Generator.load(
-                model_location(layer.model, s), device=s.device, dtype=s.dtype,
-                steps=layer.steps, strength=layer.strength,
-            )  # fmt: skip
-        return self._generators[key]
+            self._models[layer.model] = Generator.load(
+                model_location(layer.model, s), device=s.device, dtype=s.dtype
+            )
+        return self._models[layer.model].with_sampling(layer.steps, layer.strength)
 
     def source(self, layer: Layer) -> ImagerySource:
         if layer.name not in self._sources:
