@@ -42,6 +42,10 @@ class Augment:
     """Probabilities and strengths of the train-time augmentations."""
 
     reference_dropout: float = 0.15  # the root zoom is generated without a reference
+    # A sample one zoom shallower: a crop twice the size, halved (imagery averaged, map and
+    # knowledge decimated), without its reference, as a root block. Real sites come as z20 tiles
+    # mostly, while a cascade over real imagery starts at z19.
+    zoom_out: float = 0.0
     span4: float = 0.6  # 4X where the tile has one, else 2X (the service prefers 4X)
     degrade: float = 0.9  # generated references at serve time are never clean
     blur_sigma: float = 1.5  # max Gaussian blur of the reference, px
@@ -199,7 +203,13 @@ class TileDataset:
             mask = self.images["mask"][i]
             if mask is None:
                 mask = torch.full((1, *img.shape[1:]), KNOWN, dtype=torch.uint8)
-            img, tgt, ref, mask = _crop([img, tgt, ref, mask], crop, rng)
+            zoom = self.zooms[i]
+            if augment.zoom_out > 0 and self._zoom_out(img, crop, rng, augment):
+                img, tgt, mask = _crop([img, tgt, mask], 2 * crop, rng)
+                img, tgt, mask = F.avg_pool2d(img[None], 2)[0], tgt[:, ::2, ::2], mask[:, ::2, ::2]
+                span, ref, zoom = 0, torch.zeros_like(img), zoom - 1
+            else:
+                img, tgt, ref, mask = _crop([img, tgt, ref, mask], crop, rng)
             if augment.dihedral:
                 k, flip = _draw_dihedral(rng)
                 img, tgt, ref, mask = (_apply_dihedral(t, k, flip) for t in (img, tgt, ref, mask))
@@ -207,7 +217,6 @@ class TileDataset:
                 ref = degrade_reference(ref, rng, augment)
             if augment.imagery_jitter > 0:
                 img = jitter_imagery(img, rng, augment)
-            zoom = self.zooms[i]
             scales.append(ScaleInfo.with_span(zoom, lat=self.lats[i], span=span))
             imagery.append(img)
             target.append(tgt)
@@ -224,6 +233,11 @@ class TileDataset:
             torch.stack(known) if self.partial else None,
             excluded if self.partial else None,
         )
+
+    @staticmethod
+    def _zoom_out(image: torch.Tensor, crop: int, rng: torch.Generator, augment: Augment) -> bool:
+        drawn = float(torch.rand((), generator=rng))  # drawn whatever the tile's size
+        return drawn < augment.zoom_out and 2 * crop <= min(image.shape[-2:])
 
     def _pick_span(self, i: int, rng: torch.Generator, augment: Augment) -> int:
         # Draw every number whatever the outcome, so the stream stays aligned across tiles.

@@ -79,6 +79,14 @@ TRAIN_CONFIGS = ("demo", "tiny", "sd21")
     show_default=True,
     help="Share of samples trained without their reference, as the root zoom is generated.",
 )
+@click.option(
+    "--zoom-out",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of samples taken one zoom shallower (a crop twice the size, halved) and without "
+    "their reference: teaches the root zoom from deeper tiles.",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint exactly.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=200, show_default=True)
@@ -100,6 +108,7 @@ def train(
     imagery_map_weight: float,
     map_head_only: bool,
     reference_dropout: float,
+    zoom_out: float,
     out: Path | None,
     resume: bool,
     checkpoint_every: int,
@@ -170,7 +179,7 @@ def train(
         cooldown=cooldown,
         imagery_map_weight=imagery_map_weight,
         map_head_only=map_head_only,
-        augment=Augment(reference_dropout=reference_dropout),
+        augment=Augment(reference_dropout=reference_dropout, zoom_out=zoom_out),
         checkpoint_every=checkpoint_every,
         seed=seed,
         device=device,

@@ -154,6 +154,27 @@ def test_reference_dropout_and_joint_augmentation(data: Path) -> None:
     assert (batch.imagery - darker).abs().mean() < 0.06
 
 
+def test_zoom_out_samples_are_halved_crops_one_zoom_up_without_reference(data: Path) -> None:
+    dataset = TileDataset(data)
+    rng = torch.Generator().manual_seed(0)
+    plain = Augment(reference_dropout=0.0, degrade=0.0, imagery_jitter=0.0)
+    batch = dataset.batch(16, 32, rng, replace(plain, zoom_out=1.0))
+    assert {s.zoom for s in batch.scales} == {15} and not batch.has_reference.any()
+    assert torch.all(batch.reference == 0) and batch.reference.shape == batch.imagery.shape
+    assert batch.imagery.shape[-1] == 32
+    # the map's 8 px class squares are 4 px now, still aligned with the averaged imagery.
+    darker = (batch.target + 1) * 0.5 - 1
+    assert (batch.imagery - darker).abs().mean() < 0.06
+    assert torch.equal(
+        batch.target[..., ::4, ::4].repeat_interleave(4, -1).repeat_interleave(4, -2), batch.target
+    )
+    mixed = dataset.batch(16, 16, rng, replace(plain, zoom_out=0.5))  # stacks whatever is drawn
+    assert {s.zoom for s in mixed.scales} == {15, 16}
+    # a crop twice the size must fit in the tile, else the sample stays at its zoom.
+    whole = dataset.batch(4, 64, rng, replace(plain, zoom_out=1.0))
+    assert {s.zoom for s in whole.scales} == {16} and whole.has_reference.all()
+
+
 def test_cooldown_anneals_the_learning_rate_to_zero(data: Path, tmp_path: Path) -> None:
     trainer = Trainer(options(data, tmp_path, steps=4, cooldown=2, checkpoint_every=2))
     rates = []
