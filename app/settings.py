@@ -126,8 +126,8 @@ def banepa_layer() -> Layer:
         max_zoom=20,
         model="demo",  # one model for both layers; the map head was trained on real imagery
         reference_span=2,
-        # Blocks start from their noised reference, the root from the map head's sketch
-        # (SDEdit): on real imagery the denoiser alone draws past the reference.
+        # Blocks start from the map head's noised sketch of their imagery (SDEdit): on real
+        # imagery the denoiser alone draws blotches.
         steps=4,
         strength=0.5,
     )

@@ -68,7 +68,7 @@ class Generator:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
         if strength < 1 and pipeline.mfencoder.map_head is None:
             raise ValueError(
-                f"strength {strength} needs a model with a map head: root blocks start from "
+                f"strength {strength} needs a model with a map head: blocks start from "
                 "its sketch of the imagery (mapcascade train --map-head-only)"
             )
         if scheduler not in SCHEDULER_NAMES:

@@ -80,8 +80,8 @@ class MapHead(nn.Module):
     """A map drawn from the imagery alone: imagery in [-1, 1], B x 3 x H x W -> map colours,
     B x 3 x H x W (not clamped: a loss on it keeps its gradient).
 
-    The root zoom has no coarser map to refine, so a sampler with strength < 1 (SDEdit,
-    `model.pipeline`) starts its root blocks from this sketch. It has its own imagery branch,
+    A sampler with strength < 1 (SDEdit, `model.pipeline`) starts every block from this
+    sketch of its own imagery. It has its own imagery branch,
     trained by its own loss only (`mapcascade train --map-head-only`): sharing the MFEncoder's
     branch, its loss pulled the features the denoiser reads, and the synthetic world's maps got
     worse. Residual stages each halve the resolution and a feature pyramid is summed at full

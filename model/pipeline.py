@@ -162,11 +162,12 @@ class MapPipeline:
         which moves a few pixels by one level; the random draws are per sample either way.
 
         strength < 1 (SDEdit, Meng et al. 2022; diffusers' img2img `strength`): run only the
-        last round(steps * strength) steps of the schedule, starting from the block's reference
-        noised to that level, or for a root block from the map head's sketch of its imagery.
-        The map then keeps the reference's layout. At strength 1 the reference only conditions
-        the denoiser, and a model whose denoiser reads the imagery more than the reference
-        (the demo model on real imagery at z19-20) draws past it."""
+        last round(steps * strength) steps of the schedule, starting from the map head's sketch
+        of the block's imagery noised to that level; the reference conditions the denoiser as
+        at strength 1. The map then keeps the sketch's layout, where the demo denoiser alone
+        draws blotches on real imagery. Every block starts from its own sketch, not from its
+        upsampled reference: on real imagery the sketch of a zoom's own pixels holds more
+        (model/weights/demo/README.md)."""
         if not requests:
             return []
         if batch_invariant and len(requests) > 1:
@@ -194,16 +195,10 @@ class MapPipeline:
         return self.decode(latents)
 
     def start_maps(self, requests: Sequence[BlockRequest]) -> torch.Tensor:
-        """Where strength < 1 starts: each block's reference, or the map head's sketch of its
-        imagery where it has none (B x 3 x H x W in [-1, 1], on the device)."""
-        out = []
-        for r in requests:
-            if r.reference is not None:
-                out.append(image_to_tensor(r.reference).to(self.device, self.dtype))
-                continue
-            imagery = image_to_tensor(r.imagery)[None].to(self.device, self.dtype)
-            out.append(self.mfencoder.draw_map(imagery)[0].clamp(-1, 1))
-        return torch.stack(out)
+        """Where strength < 1 starts: the map head's sketch of each block's imagery
+        (B x 3 x H x W in [-1, 1], on the device)."""
+        imagery = torch.stack([image_to_tensor(r.imagery) for r in requests])
+        return self.mfencoder.draw_map(imagery.to(self.device, self.dtype)).clamp(-1, 1)
 
     def encode_conditions(self, requests: Sequence[BlockRequest]) -> Conditions:
         sizes = {r.imagery.size for r in requests}

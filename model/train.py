@@ -65,8 +65,9 @@ class TrainOptions:
     # far (RGB distance in [-1, 1] units) from those classes' colours; no colour is imposed.
     exclusion_margin: float = 0.25
     # Weight of the loss of the MFEncoder's map head (`MapHead`: the map drawn from the imagery
-    # alone, where root blocks start; added to an encoder without one, of map_head_channels).
-    # 0: off. map_head_only trains the head alone: no UNet pass, so many cheap steps.
+    # alone, where blocks start at strength < 1; added to an encoder without one, of
+    # map_head_channels). 0: off. map_head_only trains the head alone: no UNet pass, so many
+    # cheap steps.
     imagery_map_weight: float = 0.0
     map_head_only: bool = False
     map_head_channels: tuple[int, ...] = (16, 32, 64, 128, 128)

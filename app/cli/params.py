@@ -12,8 +12,8 @@ strength_option = click.option(
     type=click.FloatRange(0, 1, min_open=True),
     default=1.0,
     show_default=True,
-    help="Share of the steps run from each block's noised reference (the map head's sketch "
-    "where there is none); 1 starts from pure noise. Below 1 needs a model with a map head.",
+    help="Share of the steps run from the map head's noised sketch of each block's imagery; 1 "
+    "starts from pure noise. Below 1 needs a model with a map head.",
 )
 
 

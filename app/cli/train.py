@@ -63,8 +63,8 @@ TRAIN_CONFIGS = ("demo", "tiny", "sd21")
     default=0.0,
     show_default=True,
     help="Weight of the loss of the MFEncoder's map head, a map drawn from the imagery alone "
-    "(added to an encoder without one; root blocks start from it when sampling with strength "
-    "< 1). 0: off.",
+    "(added to an encoder without one; blocks start from it when sampling with strength < 1). "
+    "0: off.",
 )
 @click.option(
     "--map-head-only",

@@ -32,7 +32,7 @@ def test_shipped_demo_loads_and_generates_rgb_blocks() -> None:
     not (configs.DEMO_WEIGHTS / "generator.json").is_file(), reason="demo weights not shipped"
 )
 def test_the_banepa_layers_sampling_runs_on_the_shipped_map_head() -> None:
-    """The banepa layer's strength < 1 needs the map head in the shipped weights: its root
+    """The banepa layer's strength < 1 needs the map head in the shipped weights: its
     blocks start from the head's sketch of their imagery."""
     from app.settings import banepa_layer
 
