@@ -3,6 +3,10 @@
     python scripts/real_diagnostics.py head MODEL [SITE ...]
         building IoU of the MFEncoder's map head alone (its sketch of the imagery) on
         every labelled tile of the held-out sites at z19-20, beside the colour rule
+    python scripts/real_diagnostics.py val MODEL [DATASET ...]
+        building IoU of the map head alone on the validation tiles (val.csv) of built real data
+        sets (default ds/real-banepa ds/real-kampala): tiles of the training sites never
+        trained on, to choose between heads without looking at the held-out sites
     python scripts/real_diagnostics.py probe MODEL DATASET BLOCK
         how much one 512 px block of a built data set changes when one input changes (the true
         reference instead of none, flat grey instead of the imagery, another noise seed)
@@ -22,6 +26,7 @@ from PIL import Image
 
 from model import BlockRequest, Generator, ScaleInfo, metrics
 from model.pipeline import image_to_tensor, tensor_to_image
+from model.train_data import read_tile_list
 from worker.dataset import open_site
 from worker.evaluate import colour_rule, training_colour_counts
 from worker.world import CLASS_COLOURS, CLASSES
@@ -59,6 +64,30 @@ def head(model: str, sites: list[str]) -> None:
                   f"({len(drawn)} tiles)")  # fmt: skip
 
 
+def val(model: str, datasets: list[str]) -> None:
+    encoder = Generator.load(model).pipeline.mfencoder.eval()
+    building = CLASSES.index("building")
+    scores = []
+    for dataset in datasets or ["ds/real-banepa", "ds/real-kampala"]:
+        root = Path(dataset)
+        drawn, truth = [], []
+        for name in read_tile_list(root, "val"):
+            imagery = Image.open(root / "rs_256" / f"{name}.png").convert("RGB")
+            labels = np.asarray(Image.open(root / "map_256" / f"{name}.png").convert("RGB"))
+            knowledge = np.asarray(Image.open(root / "mask_256" / f"{name}.png").convert("L"))
+            with torch.no_grad():
+                rgb = np.asarray(
+                    tensor_to_image(encoder.draw_map(image_to_tensor(imagery)[None])[0])
+                )
+            valid = knowledge > UNKNOWN
+            labelled = metrics.class_map(labels, CLASS_COLOURS) == building
+            drawn.append((metrics.class_map(rgb, CLASS_COLOURS) == building)[valid])
+            truth.append(((knowledge == KNOWN) & labelled)[valid])
+        scores.append(iou(np.concatenate(drawn), np.concatenate(truth)))
+        print(f"{dataset} val: map head {scores[-1]:.3f} ({len(drawn)} tiles)")
+    print(f"mean {np.mean(scores):.3f}")
+
+
 def probe(model: str, dataset: str, block: str) -> None:
     generator = Generator.load(model)
     root = Path(dataset)
@@ -83,6 +112,8 @@ if __name__ == "__main__":
     command, *args = sys.argv[1:] or ["help"]
     if command == "head" and args:
         head(args[0], args[1:])
+    elif command == "val" and args:
+        val(args[0], args[1:])
     elif command == "probe" and len(args) == 3:
         probe(*args)
     else:
