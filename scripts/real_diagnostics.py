@@ -38,9 +38,20 @@ def iou(pred: np.ndarray, truth: np.ndarray) -> float:
     return np.count_nonzero(pred & truth) / union if union else float("nan")
 
 
+def drawn_buildings(encoder: torch.nn.Module, imagery: Image.Image) -> np.ndarray:
+    """Where the map head's sketch of the imagery is nearest the building colour."""
+    with torch.no_grad():
+        rgb = np.asarray(tensor_to_image(encoder.draw_map(image_to_tensor(imagery)[None])[0]))
+    return metrics.class_map(rgb, CLASS_COLOURS) == CLASSES.index("building")
+
+
+def known_buildings(labels: np.ndarray, knowledge: np.ndarray) -> np.ndarray:
+    building = metrics.class_map(labels, CLASS_COLOURS) == CLASSES.index("building")
+    return (knowledge == KNOWN) & building
+
+
 def head(model: str, sites: list[str]) -> None:
     encoder = Generator.load(model).pipeline.mfencoder.eval()
-    building = CLASSES.index("building")
     for name in sites or ["zanzibar", "banepa-south"]:
         _, source, labels = open_site(name)
         for z in (19, 20):
@@ -50,13 +61,9 @@ def head(model: str, sites: list[str]) -> None:
                 imagery = source.read(t.z, t.x, t.y, 1, 1)
                 if got is None or imagery.empty:
                     continue
-                with torch.no_grad():
-                    x = image_to_tensor(Image.fromarray(imagery.rgb))[None]
-                    rgb = np.asarray(tensor_to_image(encoder.draw_map(x)[0]))
                 valid = imagery.mask & (got[1] > UNKNOWN)
-                labelled = metrics.class_map(got[0], CLASS_COLOURS) == building
-                drawn.append((metrics.class_map(rgb, CLASS_COLOURS) == building)[valid])
-                truth.append(((got[1] == KNOWN) & labelled)[valid])
+                drawn.append(drawn_buildings(encoder, Image.fromarray(imagery.rgb))[valid])
+                truth.append(known_buildings(got[0], got[1])[valid])
                 counts = training_colour_counts(z, "building")
                 rule.append(colour_rule(imagery.rgb, counts)[valid])
             d, t_, r = (np.concatenate(a) for a in (drawn, truth, rule))
@@ -66,7 +73,6 @@ def head(model: str, sites: list[str]) -> None:
 
 def val(model: str, datasets: list[str]) -> None:
     encoder = Generator.load(model).pipeline.mfencoder.eval()
-    building = CLASSES.index("building")
     scores = []
     for dataset in datasets or ["ds/real-banepa", "ds/real-kampala"]:
         root = Path(dataset)
@@ -75,14 +81,9 @@ def val(model: str, datasets: list[str]) -> None:
             imagery = Image.open(root / "rs_256" / f"{name}.png").convert("RGB")
             labels = np.asarray(Image.open(root / "map_256" / f"{name}.png").convert("RGB"))
             knowledge = np.asarray(Image.open(root / "mask_256" / f"{name}.png").convert("L"))
-            with torch.no_grad():
-                rgb = np.asarray(
-                    tensor_to_image(encoder.draw_map(image_to_tensor(imagery)[None])[0])
-                )
             valid = knowledge > UNKNOWN
-            labelled = metrics.class_map(labels, CLASS_COLOURS) == building
-            drawn.append((metrics.class_map(rgb, CLASS_COLOURS) == building)[valid])
-            truth.append(((knowledge == KNOWN) & labelled)[valid])
+            drawn.append(drawn_buildings(encoder, imagery)[valid])
+            truth.append(known_buildings(labels, knowledge)[valid])
         scores.append(iou(np.concatenate(drawn), np.concatenate(truth)))
         print(f"{dataset} val: map head {scores[-1]:.3f} ({len(drawn)} tiles)")
     print(f"mean {np.mean(scores):.3f}")
