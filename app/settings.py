@@ -45,8 +45,8 @@ class Layer(BaseModel):
     model: str = "tiny"
     reference_span: Literal[2, 4] = 4
     steps: int | None = None  # None: the model's own default
-    # Below 1 blocks start from their reference noised (SDEdit) and run that share of the
-    # steps, so the map keeps the cascade's layout; needs a model with a map head.
+    # Below 1 blocks start from the map head's sketch of their imagery, noised (SDEdit), and
+    # run that share of the steps, so the map keeps the sketch's layout; needs a map head.
     strength: Annotated[float, Field(gt=0, le=1)] = 1.0
     # Imagery and reference context drawn around each block and cut off after, so blocks
     # join without seams; a multiple of 32 px (the UNet's stride in pixels).

@@ -153,10 +153,11 @@ class Trainer:
         if options.imagery_map_weight > 0 and self.components.mfencoder.map_head is None:
             self.components.mfencoder.add_map_head(options.map_head_channels)
             self.components.mfencoder.to(self.device)
-        params = trainable_parameters(options.config, self.components)
         if options.map_head_only:
-            assert self.components.mfencoder.map_head is not None
+            assert self.components.mfencoder.map_head is not None  # added just above
             params = list(self.components.mfencoder.map_head.parameters())
+        else:
+            params = trainable_parameters(options.config, self.components)
         for p in params:
             p.requires_grad_(True)
         self.vae_optimizer: torch.optim.AdamW | None = None
